@@ -1,0 +1,102 @@
+"""Content-addressed cache of artifacts and outputs under the store directory.
+
+Artifacts are keyed by (model, weights, canonical prefix of steps, plugin file digests), outputs by
+(artifact key, runtime, device, inputs). Two pipelines that share a prefix share its artifacts;
+running a pipeline twice converts and infers nothing the second time. Failures are cached too (an
+``error.json`` in the entry), so a step known to crash is not crashed again, except when a caller
+asks for a cold run.
+
+Entries are written into a temporary directory and renamed into place, so a killed process never
+leaves a half-written entry behind. The cache is capped; the least recently used entries go first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CAP_BYTES = 20 * 1024**3
+
+
+def key_of(*parts: Any) -> str:
+    """A stable key for JSON-able parts."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+class Cache:
+    def __init__(self, root: Path, cap_bytes: int = DEFAULT_CAP_BYTES):
+        self.root = Path(root)
+        self.cap_bytes = cap_bytes
+        self.hits = 0
+        self.misses = 0
+        (self.root / "artifacts").mkdir(parents=True, exist_ok=True)
+        (self.root / "outputs").mkdir(parents=True, exist_ok=True)
+
+    # -- entries -----------------------------------------------------------------------------
+    def entry(self, kind: str, key: str) -> Path:
+        return self.root / kind / key[:2] / key
+
+    def lookup(self, kind: str, key: str) -> Path | None:
+        """The finished entry directory, or None. A hit refreshes its LRU time."""
+        d = self.entry(kind, key)
+        if (d / "meta.json").exists():
+            self.hits += 1
+            now = time.time()
+            os.utime(d, (now, now))
+            return d
+        self.misses += 1
+        return None
+
+    def meta(self, d: Path) -> dict[str, Any]:
+        return json.loads((d / "meta.json").read_text())
+
+    def begin(self, kind: str, key: str) -> Path:
+        """A fresh temporary directory to build an entry in; finish with :meth:`commit`."""
+        tmp = self.root / kind / ".tmp" / f"{key}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        return tmp
+
+    def commit(self, kind: str, key: str, tmp: Path, meta: dict[str, Any]) -> Path:
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
+        final = self.entry(kind, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            # Another process committed the same key first: theirs is as good as ours.
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.evict()
+        return final
+
+    def discard(self, kind: str, key: str) -> None:
+        shutil.rmtree(self.entry(kind, key), ignore_errors=True)
+
+    # -- size cap ----------------------------------------------------------------------------
+    def size(self) -> int:
+        return sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file())
+
+    def evict(self) -> int:
+        """Remove least recently used entries until the cache fits its cap. Returns bytes freed."""
+        entries = []
+        total = 0
+        for kind in ("artifacts", "outputs"):
+            for d in (self.root / kind).glob("??/*"):
+                sz = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+                entries.append((d.stat().st_mtime, sz, d))
+                total += sz
+        freed = 0
+        for _mtime, sz, d in sorted(entries):
+            if total - freed <= self.cap_bytes:
+                break
+            shutil.rmtree(d, ignore_errors=True)
+            freed += sz
+        return freed

@@ -1,0 +1,280 @@
+"""Evaluating pipelines: build each artifact of a chain, run the last one, through the cache.
+
+The executor is lazy like Polygraphy's loaders: asking for the outputs of a pipeline asks for its
+last artifact, which asks for the one before, down to the source model; every answer found in the
+cache stops the walk. Each step and each run goes to the worker of its family. A step or run that
+fails becomes part of the :class:`Evaluation` (symptom, stage, error class, stderr tail), never an
+exception, so a campaign survives whatever a converter does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .cache import Cache, key_of
+from .errors import UsageError
+from .pipeline import Pipeline
+from .registry import ARTIFACT_FILE, Registry
+from .workers import WorkerFailure, WorkerPool
+from .zoo import ModelSpec, get_model
+
+# The runtime that defines the reference for each source format: the source framework, fp32, CPU.
+SOURCE_RUNTIME = {"keras": "keras", "torch": "torch"}
+# Bump when a change to fuzzconv makes old cached artifacts wrong.
+CACHE_EPOCH = 1
+
+
+def default_cache_home() -> Path:
+    """Where calibrated source models are kept across stores (``$FUZZCONV_CACHE`` overrides)."""
+    return Path(os.environ.get("FUZZCONV_CACHE", Path.home() / ".cache" / "fuzzconv"))
+
+
+@dataclass
+class Failure:
+    """Why an evaluation produced no outputs."""
+
+    symptom: str  # crash | timeout
+    stage: str  # e.g. "step 2 keras.tflite" or "runtime tflite"
+    step: str
+    error_class: str
+    message: str
+    stderr_tail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(symptom=self.symptom, stage=self.stage, step=self.step,
+                    error_class=self.error_class, message=self.message,
+                    stderr_tail=self.stderr_tail)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Failure":
+        return cls(**d)
+
+
+@dataclass
+class Evaluation:
+    """What running one pipeline on one corpus gave."""
+
+    pipeline: Pipeline
+    logits: np.ndarray | None
+    failure: Failure | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    batch_seconds: list[float] = field(default_factory=list)
+    fresh: int = 0  # steps and runs actually executed
+    cached: int = 0  # steps and runs served from the cache
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+def _stage_kind(step_name: str) -> str:
+    return "compile" if step_name.endswith(".build") else "convert"
+
+
+class Executor:
+    """Turns pipelines into outputs, with a content-addressed cache and framework workers.
+
+    Args:
+        store_dir: the store directory; the cache lives in ``store_dir/cache``.
+        registry: steps and runtimes (built-ins plus plugins).
+        pool: the worker pool.
+        weights: ``calibrated``, ``imagenet`` or a path to a weights file.
+        seed: the calibration seed.
+        timeouts: seconds per step or runtime name; ``"*"`` is the default. Defaults to 600 s.
+        batch_size: images per inference call. Defaults to 8.
+    """
+
+    def __init__(self, store_dir: Path, registry: Registry, pool: WorkerPool,
+                 weights: str = "calibrated", seed: int = 0,
+                 timeouts: dict[str, float] | None = None, batch_size: int = 8,
+                 cache_cap_bytes: int | None = None, source_cache: Path | None = None):
+        self.store_dir = Path(store_dir)
+        self.registry = registry
+        self.pool = pool
+        self.weights = weights
+        self.seed = seed
+        self.timeouts = {"*": 600.0, **(timeouts or {})}
+        self.batch_size = batch_size
+        kw = {} if cache_cap_bytes is None else {"cap_bytes": cache_cap_bytes}
+        self.cache = Cache(self.store_dir / "cache", **kw)
+        self.source_cache = Cache(Path(source_cache or default_cache_home() / "models"))
+        self._weights_key = self._weights_identity(weights)
+
+    # -- keys --------------------------------------------------------------------------------
+    @staticmethod
+    def _weights_identity(weights: str) -> str:
+        if weights in ("calibrated", "imagenet"):
+            return weights
+        p = Path(weights)
+        if not p.is_file():
+            raise UsageError(f"weights file not found: {weights}")
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return "file:" + h.hexdigest()[:16]
+
+    def source_key(self, spec: ModelSpec) -> str:
+        return key_of("source", CACHE_EPOCH, spec.to_dict(), self._weights_key, self.seed)
+
+    def artifact_key(self, pipeline: Pipeline, n: int) -> str:
+        """Key of the artifact after the first ``n`` steps of ``pipeline``."""
+        spec = get_model(pipeline.model)
+        steps = [(s.name, s.params, self.registry.plugin_digest(s.name)) for s in pipeline.steps[:n]]
+        return key_of("artifact", self.source_key(spec), steps, pipeline.device)
+
+    def timeout_for(self, name: str) -> float:
+        op = self.registry.ops.get(name)
+        default = op.timeout if op is not None and op.timeout else self.timeouts["*"]
+        return float(self.timeouts.get(name, default))
+
+    # -- the source model --------------------------------------------------------------------
+    def source_artifact(self, spec: ModelSpec, calibration: Path | None = None) -> Path:
+        """The source model with its weights, built once and shared by every store."""
+        key = self.source_key(spec)
+        hit = self.source_cache.lookup("artifacts", key)
+        if hit is not None:
+            return hit / ARTIFACT_FILE[spec.source]
+        tmp = self.source_cache.begin("artifacts", key)
+        dst = tmp / ARTIFACT_FILE[spec.source]
+        try:
+            info = self.pool.request(spec.family, {
+                "op": "build", "model": spec.to_dict(), "weights": self.weights,
+                "seed": self.seed, "dst": str(dst),
+                "calibration": str(calibration) if calibration else None,
+            }, timeout=max(self.timeouts["*"], 1800.0))
+        except WorkerFailure as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if exc.error_class in ("UsageError", "WeightsNotFound", "MissingExtra"):
+                raise UsageError(exc.message) from None
+            raise UsageError(f"building {spec.name} failed: {exc}") from None
+        final = self.source_cache.commit("artifacts", key, tmp, {"model": spec.name, **info})
+        return final / ARTIFACT_FILE[spec.source]
+
+    # -- artifacts of a chain ----------------------------------------------------------------
+    def artifact(self, pipeline: Pipeline, n: int, ev: Evaluation, cold: bool = False,
+                 calibration: Path | None = None) -> Path | None:
+        """The artifact after ``n`` steps, or None after recording the failure in ``ev``."""
+        spec = get_model(pipeline.model)
+        if n == 0:
+            return self.source_artifact(spec, calibration)
+        key = self.artifact_key(pipeline, n)
+        step = pipeline.steps[n - 1]
+        op = self.registry.get(step.name, "step")
+        hit = None if cold else self.cache.lookup("artifacts", key)
+        if hit is not None:
+            meta = self.cache.meta(hit)
+            ev.cached += 1
+            if meta.get("failure"):
+                ev.failure = Failure.from_dict(meta["failure"])
+                return None
+            return hit / ARTIFACT_FILE[op.dst]  # type: ignore[index]
+        src = self.artifact(pipeline, n - 1, ev, cold, calibration)
+        if src is None:
+            return None
+        tmp = self.cache.begin("artifacts", key)
+        dst = tmp / ARTIFACT_FILE[op.dst]  # type: ignore[index]
+        ev.fresh += 1
+        try:
+            res = self.pool.request(op.family, {
+                "op": "step", "step": step.name, "params": step.params, "src": str(src),
+                "dst": str(dst), "model": spec.to_dict(), "device": pipeline.device,
+            }, timeout=self.timeout_for(step.name))
+        except WorkerFailure as exc:
+            failure = Failure(exc.symptom, f"step {n} {step.name}", step.name, exc.error_class,
+                              exc.message, exc.stderr_tail)
+            for f in tmp.iterdir():
+                f.unlink() if f.is_file() else shutil.rmtree(f, ignore_errors=True)
+            self.cache.commit("artifacts", key, tmp, {"failure": failure.to_dict()})
+            ev.failure = failure
+            return None
+        kind = _stage_kind(step.name)
+        ev.timings[kind] = ev.timings.get(kind, 0.0) + res["seconds"]
+        final = self.cache.commit("artifacts", key, tmp,
+                                  {"step": step.to_dict(), "seconds": res["seconds"]})
+        return final / ARTIFACT_FILE[op.dst]  # type: ignore[index]
+
+    # -- inputs and outputs ------------------------------------------------------------------
+    def inputs(self, spec: ModelSpec, corpus: Any) -> Path:
+        """The corpus preprocessed for ``spec``, as one ``.npy`` batch (cached)."""
+        from .corpora import preprocess_id
+
+        key = key_of("inputs", corpus.digest, preprocess_id(spec))
+        hit = self.cache.lookup("outputs", key)
+        if hit is not None:
+            return hit / "inputs.npy"
+        tmp = self.cache.begin("outputs", key)
+        np.save(tmp / "inputs.npy", corpus.load_inputs(spec), allow_pickle=False)
+        return self.cache.commit("outputs", key, tmp, {"corpus": corpus.name,
+                                                       "images": len(corpus)}) / "inputs.npy"
+
+    def calibration_inputs(self, spec: ModelSpec) -> Path:
+        from .corpora import calibration_corpus
+
+        return self.inputs(spec, calibration_corpus())
+
+    def evaluate(self, pipeline: Pipeline, corpus: Any, cold: bool = False,
+                 repeats: int = 0) -> Evaluation:
+        """Outputs of ``pipeline`` on ``corpus``; failures are recorded, never raised."""
+        spec = get_model(pipeline.model)
+        ev = Evaluation(pipeline, None)
+        inputs = self.inputs(spec, corpus)
+        calibration = self.calibration_inputs(spec) if self.weights == "calibrated" else None
+        art_key = self.artifact_key(pipeline, len(pipeline.steps))
+        out_key = key_of("outputs", art_key, pipeline.runtime.name, pipeline.runtime.params,
+                         pipeline.device, str(inputs.parent.name), self.batch_size,
+                         self.registry.plugin_digest(pipeline.runtime.name))
+        hit = None if (cold or repeats) else self.cache.lookup("outputs", out_key)
+        if hit is not None:
+            meta = self.cache.meta(hit)
+            ev.cached += 1 + len(pipeline.steps)
+            ev.timings = dict(meta.get("timings", {}))
+            if meta.get("failure"):
+                ev.failure = Failure.from_dict(meta["failure"])
+            else:
+                ev.logits = np.load(hit / "logits.npy", allow_pickle=False)
+            return ev
+        artifact = self.artifact(pipeline, len(pipeline.steps), ev, cold, calibration)
+        tmp = self.cache.begin("outputs", out_key)
+        if artifact is not None:
+            rt = self.registry.get(pipeline.runtime.name, "runtime")
+            ev.fresh += 1
+            try:
+                res = self.pool.request(rt.family, {
+                    "op": "run", "runtime": rt.name, "params": pipeline.runtime.params,
+                    "artifact": str(artifact), "inputs": str(inputs),
+                    "outputs": str(tmp / "logits.npy"), "model": spec.to_dict(),
+                    "device": pipeline.device, "batch_size": self.batch_size, "repeats": repeats,
+                }, timeout=self.timeout_for(rt.name))
+                ev.timings["load"] = res["load_seconds"]
+                ev.timings["infer"] = res["infer_seconds"]
+                ev.batch_seconds = res["batch_seconds"]
+                ev.logits = np.load(tmp / "logits.npy", allow_pickle=False)
+            except WorkerFailure as exc:
+                ev.failure = Failure(exc.symptom, f"runtime {rt.name}", rt.name, exc.error_class,
+                                     exc.message, exc.stderr_tail)
+        meta = {"pipeline": pipeline.to_dict(), "timings": ev.timings}
+        if ev.failure is not None:
+            meta["failure"] = ev.failure.to_dict()
+        self.cache.commit("outputs", out_key, tmp, meta)
+        return ev
+
+    def reference_pipeline(self, model: str) -> Pipeline:
+        spec = get_model(model)
+        return Pipeline.make(self.registry, model, [], SOURCE_RUNTIME[spec.source])
+
+    def reference(self, model: str, corpus: Any) -> Evaluation:
+        """The source model in its own framework, fp32, on CPU: what every pipeline is judged by."""
+        ev = self.evaluate(self.reference_pipeline(model), corpus)
+        if not ev.ok:
+            raise UsageError(f"the reference run of {model} failed: "
+                             f"{ev.failure.error_class}: {ev.failure.message}")  # type: ignore[union-attr]
+        return ev
+

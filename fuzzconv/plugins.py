@@ -1,0 +1,137 @@
+"""The plugin API. Built-in steps register through exactly these decorators.
+
+A plugin is a Python file (``--plugin path.py``) or a module under the entry-point group
+``fuzzconv.plugins``::
+
+    from fuzzconv.plugins import onnx_transform, tvm_transform
+
+    @onnx_transform("acme.fuse_bn", eps=[1e-5, 1e-3])
+    def fuse_bn(model, eps=1e-5):   # onnx.ModelProto -> onnx.ModelProto
+        ...
+
+    @tvm_transform("acme.my_pass", level=[1, 2])
+    def my_pass(mod, level=1):      # tvm.IRModule -> tvm.IRModule
+        ...
+
+The decorator's keyword arguments are the choices a hunt draws from; the function's defaults are
+the values the shrinker resets to. Import frameworks inside the function where you can: the
+orchestrating process reads the plugin file to learn its steps, and only workers call them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from .registry import register
+
+__all__ = ["onnx_transform", "tvm_transform", "step", "runtime", "StepContext"]
+
+
+class StepContext:
+    """What a step or runtime function may know besides its artifact.
+
+    Args:
+        model: the model spec as a dict (name, source, input_shape, layout, classes, ...).
+        device: ``cpu`` or ``cuda``.
+        workdir: a scratch directory the function may use.
+    """
+
+    def __init__(self, model: dict[str, Any], device: str = "cpu", workdir: str | None = None):
+        self.model = model
+        self.device = device
+        self.workdir = workdir
+
+    @property
+    def input_shape(self) -> list[int]:
+        """Shape of one input image without the batch axis, in the model's own layout."""
+        return list(self.model["input_shape"])
+
+
+def step(name: str, *, src: str, dst: str, family: str, doc: str = "",
+         devices: tuple[str, ...] = ("cpu", "cuda"), timeout: float | None = None,
+         **choices: list) -> Callable:
+    """Register a conversion step ``fn(ctx, src: Path, dst: Path, **params) -> None``.
+
+    The function reads the artifact at ``src`` and writes one at ``dst`` (the directory exists; it may
+    write side files beside ``dst``).
+    """
+
+    def deco(fn: Callable) -> Callable:
+        fn.fuzzconv_op = register(dict(name=name, kind="step", src=src, dst=dst, family=family,
+                                       doc=doc or _first_line(fn), devices=devices,
+                                       timeout=timeout, choices=choices), fn)
+        return fn
+
+    return deco
+
+
+def runtime(name: str, *, format: str, family: str, doc: str = "",
+            devices: tuple[str, ...] = ("cpu",), **choices: list) -> Callable:
+    """Register a runtime ``fn(ctx, artifact: Path, **params) -> predict``.
+
+    ``predict(batch: np.ndarray) -> np.ndarray`` maps a float32 batch in the model's layout to
+    logits of shape ``(batch, classes)``. Loading and compiling happen before it returns, so the
+    worker can time them apart from inference.
+    """
+
+    def deco(fn: Callable) -> Callable:
+        fn.fuzzconv_op = register(dict(name=name, kind="runtime", src=format, dst=None,
+                                       family=family, doc=doc or _first_line(fn),
+                                       devices=devices, choices=choices), fn)
+        return fn
+
+    return deco
+
+
+def onnx_transform(name: str, **choices: list) -> Callable:
+    """Register ``fn(model: onnx.ModelProto, **params) -> onnx.ModelProto`` as an onnx→onnx step."""
+
+    def deco(fn: Callable) -> Callable:
+        def run(ctx: StepContext, src: Path, dst: Path, **params: Any) -> None:
+            import onnx
+
+            model = fn(onnx.load(str(src)), **params)
+            onnx.save(model, str(dst))
+
+        _copy_signature(run, fn)
+        op = register(dict(name=name, kind="step", src="onnx", dst="onnx", family="ort",
+                           doc=_first_line(fn), devices=("cpu", "cuda"), timeout=None,
+                           choices=choices), run)
+        fn.fuzzconv_op = op
+        return fn
+
+    return deco
+
+
+def tvm_transform(name: str, **choices: list) -> Callable:
+    """Register ``fn(mod: tvm.IRModule, **params) -> tvm.IRModule`` as a relax→relax step."""
+
+    def deco(fn: Callable) -> Callable:
+        def run(ctx: StepContext, src: Path, dst: Path, **params: Any) -> None:
+            from .steps.tvm import load_relax, save_relax
+
+            save_relax(fn(load_relax(src), **params), dst)
+
+        _copy_signature(run, fn)
+        op = register(dict(name=name, kind="step", src="relax", dst="relax", family="tvm",
+                           doc=_first_line(fn), devices=("cpu", "cuda"), timeout=None,
+                           choices=choices), run)
+        fn.fuzzconv_op = op
+        return fn
+
+    return deco
+
+
+def _copy_signature(wrapper: Callable, fn: Callable) -> None:
+    """Give the wrapper the user's parameter defaults, which the registry reads."""
+    import inspect
+
+    params = [p for p in inspect.signature(fn).parameters.values()][1:]
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    wrapper.__doc__ = fn.__doc__
+    wrapper.__name__ = fn.__name__
+
+
+def _first_line(fn: Callable) -> str:
+    return (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""

@@ -1,0 +1,1 @@
+"""keras steps (being written)."""

@@ -1,0 +1,1 @@
+"""tflite steps (being written)."""

@@ -1,0 +1,1 @@
+"""torch steps (being written)."""

@@ -1,0 +1,228 @@
+"""Framework workers: one long-lived subprocess per framework family.
+
+Why: TensorFlow and torchvision segfault in one process, and converters crash and hang on real
+inputs. The orchestrator never imports a framework; it sends JSON requests to a worker, which pays
+its imports once and answers with JSON. Artifacts travel as files, arrays as ``.npy``.
+
+A worker that dies (segfault, abort, OOM kill) or hangs past its timeout is killed with its process
+group and restarted on the next request; the request becomes a :class:`WorkerFailure` carrying the
+symptom (``crash`` or ``timeout``), the error class and the tail of the worker's stderr.
+
+Protocol: the parent writes one JSON object per line to the child's stdin; the child answers one
+line on a private pipe (its fd 1 is redirected to stderr, so framework chatter cannot corrupt the
+protocol). Requests: ``{"op": NAME, ...}`` with ops from :data:`fuzzconv.worker_ops.OPS`.
+Answers: ``{"ok": true, "result": ...}`` or ``{"ok": false, "error_class", "error", "traceback"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .registry import FAMILIES, family_available
+from .errors import MissingExtra
+
+DEFAULT_TIMEOUT = 600.0
+
+
+class WorkerFailure(Exception):
+    """A request that did not come back: the worker crashed, hung, or the step raised.
+
+    Attributes:
+        symptom: ``crash`` or ``timeout``.
+        error_class: the exception class, or the signal name (``SIGSEGV``, ``SIGKILL``...).
+        stderr_tail: the last lines the worker wrote to stderr.
+    """
+
+    def __init__(self, symptom: str, error_class: str, message: str, stderr_tail: str = "",
+                 traceback: str = ""):
+        super().__init__(f"{error_class}: {message}")
+        self.symptom = symptom
+        self.error_class = error_class
+        self.message = message
+        self.stderr_tail = stderr_tail
+        self.traceback = traceback
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+class Worker:
+    """The orchestrator's handle on one family's subprocess."""
+
+    def __init__(self, family: str, log_dir: Path, plugin_files: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None):
+        if family not in FAMILIES:
+            raise ValueError(f"unknown family {family}")
+        self.family = family
+        self.log_path = Path(log_dir) / f"worker-{family}.log"
+        self.plugin_files = tuple(plugin_files)
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self._reader: Any = None
+        self.starts = 0
+        self.requests = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        why = family_available(self.family)
+        if why is not None:
+            mod = why.split(" ", 1)[0]
+            raise MissingExtra(mod, self.family)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        rfd, wfd = os.pipe()
+        env = dict(os.environ)
+        env.update(self.env or {})
+        env["FUZZCONV_WORKER_FD"] = str(wfd)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        cmd = [sys.executable, "-m", "fuzzconv.worker_main", self.family, *self.plugin_files]
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=log, stderr=log, pass_fds=(wfd,),
+            start_new_session=True, env=env,
+        )
+        os.close(wfd)
+        log.close()
+        self._reader = os.fdopen(rfd, "rb", buffering=0)
+        self._buf = b""
+        self.starts += 1
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        self._close()
+
+    def close(self) -> None:
+        """Ask the worker to exit; kill it if it does not within a few seconds."""
+        if self.alive():
+            try:
+                assert self.proc is not None and self.proc.stdin is not None
+                self.proc.stdin.write(b'{"op": "exit"}\n')
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=5)
+            except Exception:  # noqa: BLE001 - any failure here ends in kill()
+                pass
+        self.kill()
+
+    def _close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if self.proc is not None and self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+        self.proc = None
+
+    # -- requests ----------------------------------------------------------------------------
+    def request(self, msg: dict[str, Any], timeout: float | None = None) -> Any:
+        """Send one request and wait for its answer.
+
+        Raises:
+            WorkerFailure: the step raised, the worker died, or it took longer than ``timeout``.
+        """
+        if not self.alive():
+            self._close()
+            self.start()
+        assert self.proc is not None and self.proc.stdin is not None
+        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.requests += 1
+        try:
+            self.proc.stdin.write((json.dumps(msg) + "\n").encode())
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            return self._died(log_offset)
+        deadline = time.monotonic() + (timeout or DEFAULT_TIMEOUT)
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.kill()
+                raise WorkerFailure("timeout", "Timeout",
+                                    f"{msg.get('op')} took longer than {timeout or DEFAULT_TIMEOUT:g} s",
+                                    self._tail(log_offset))
+            ready, _, _ = select.select([self._reader], [], [], min(left, 1.0))
+            if ready:
+                chunk = self._reader.read(1 << 20)
+                if not chunk:
+                    return self._died(log_offset)
+                self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        answer = json.loads(line)
+        if answer.get("ok"):
+            return answer.get("result")
+        raise WorkerFailure("crash", answer.get("error_class", "Error"), answer.get("error", ""),
+                            self._tail(log_offset), answer.get("traceback", ""))
+
+    def _died(self, log_offset: int) -> Any:
+        assert self.proc is not None
+        try:
+            code = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            code = None
+        self.kill()
+        if code is not None and code < 0:
+            name = _signal_name(code)
+            why = {"SIGKILL": "killed (out of memory?)"}.get(name, f"died with {name}")
+            raise WorkerFailure("crash", name, f"the {self.family} worker {why}", self._tail(log_offset))
+        raise WorkerFailure("crash", "WorkerExit", f"the {self.family} worker exited with code {code}",
+                            self._tail(log_offset))
+
+    def _tail(self, offset: int, limit: int = 4000) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+        except OSError:
+            return ""
+        return data[-limit:].decode("utf-8", "replace")
+
+
+class WorkerPool:
+    """One worker per family, started on first use. Use as a context manager."""
+
+    def __init__(self, log_dir: Path, plugin_files: tuple[str, ...] = ()):
+        self.log_dir = Path(log_dir)
+        self.plugin_files = tuple(plugin_files)
+        self.workers: dict[str, Worker] = {}
+
+    def get(self, family: str) -> Worker:
+        if family not in self.workers:
+            self.workers[family] = Worker(family, self.log_dir, self.plugin_files)
+        return self.workers[family]
+
+    def request(self, family: str, msg: dict[str, Any], timeout: float | None = None) -> Any:
+        return self.get(family).request(msg, timeout)
+
+    def close(self) -> None:
+        for w in self.workers.values():
+            w.close()
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,102 @@
+"""The model zoo: what each model is, without building it.
+
+A :class:`ModelSpec` is plain data the orchestrator can read without importing a framework. The
+builders (``keras_apps``, ``torchvision_models``) run inside the worker of the model's
+source framework, which writes the source artifact; see :mod:`fuzzconv.zoo.weights` for where
+the weights come from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..errors import UsageError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the zoo.
+
+    Args:
+        name: the zoo name (PyTorch twins carry a ``torch:`` prefix).
+        source: the source format, ``keras`` or ``torch``.
+        family: the worker family that builds and runs the source.
+        input_shape: one image without batch axis, in the model's layout (HWC or CHW).
+        layout: ``NHWC`` or ``NCHW``.
+        preprocessing: the preprocessing id in :mod:`fuzzconv.corpora`.
+        classes: the number of output classes.
+        builder: ``module:function`` that builds the architecture with uninitialised weights.
+        imagenet_files: file names of real weights in the framework's own cache folder.
+        tiny: True for the small test models.
+        paper: True for the four models of the 2022 study and their twins.
+    """
+
+    name: str
+    source: str
+    family: str
+    input_shape: tuple[int, int, int]
+    layout: str
+    preprocessing: str
+    classes: int
+    builder: str
+    imagenet_files: tuple[str, ...] = ()
+    tiny: bool = False
+    paper: bool = False
+
+    @property
+    def image_size(self) -> int:
+        return self.input_shape[0] if self.layout == "NHWC" else self.input_shape[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        d["imagenet_files"] = list(self.imagenet_files)
+        return d
+
+
+def _keras(name: str, fn: str, size: int, prep: str, weights_file: str) -> ModelSpec:
+    return ModelSpec(name, "keras", "tf", (size, size, 3), "NHWC", prep, 1000,
+                     f"fuzzconv.zoo.keras_apps:{fn}", (weights_file,), paper=True)
+
+
+def _torch(name: str, fn: str, size: int, prep: str, *weights_files: str) -> ModelSpec:
+    return ModelSpec(name, "torch", "torch", (3, size, size), "NCHW", prep, 1000,
+                     f"fuzzconv.zoo.torchvision_models:{fn}", weights_files, paper=True)
+
+
+MODELS: dict[str, ModelSpec] = {
+    m.name: m
+    for m in [
+        # The paper's four, Keras as source. Real weights: Keras's cache file names.
+        _keras("mobilenetv2", "mobilenetv2", 224, "keras_tf",
+               "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"),
+        _keras("resnet101v2", "resnet101v2", 224, "keras_tf",
+               "resnet101v2_weights_tf_dim_ordering_tf_kernels.h5"),
+        _keras("densenet121", "densenet121", 224, "keras_torch",
+               "densenet121_weights_tf_dim_ordering_tf_kernels.h5"),
+        _keras("inceptionv3", "inceptionv3", 299, "keras_tf",
+               "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"),
+        # Their PyTorch twins. Real weights: torchvision's hub checkpoint names.
+        _torch("torch:mobilenet_v2", "mobilenet_v2", 224, "torchvision_224",
+               "mobilenet_v2-7ebf99e0.pth", "mobilenet_v2-b0353104.pth"),
+        _torch("torch:resnet101", "resnet101", 224, "torchvision_224", "resnet101-cd907fc2.pth",
+               "resnet101-63fe2227.pth"),
+        _torch("torch:densenet121", "densenet121", 224, "torchvision_224",
+               "densenet121-a639ec97.pth"),
+        _torch("torch:inception_v3", "inception_v3", 299, "torchvision_299",
+               "inception_v3_google-0cc3c7bd.pth"),
+        # Tiny models with the operators that matter in the paper's networks.
+        ModelSpec("tiny_keras", "keras", "tf", (32, 32, 3), "NHWC", "keras_tf_32", 10,
+                  "fuzzconv.zoo.keras_apps:tiny_keras", tiny=True),
+        ModelSpec("tiny_torch", "torch", "torch", (3, 32, 32), "NCHW", "torchvision_32", 10,
+                  "fuzzconv.zoo.torchvision_models:tiny_torch", tiny=True),
+    ]
+}
+
+
+def get_model(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise UsageError(f"unknown model {name!r} (known: {', '.join(MODELS)})") from None

@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -78,6 +79,10 @@ def _stage_kind(step_name: str) -> str:
     return "compile" if step_name.endswith(".build") else "convert"
 
 
+class BudgetExhausted(Exception):
+    """The caller's deadline passed while a step or run was in flight; nothing was recorded."""
+
+
 class Executor:
     """Turns pipelines into outputs, with a content-addressed cache and framework workers.
 
@@ -94,8 +99,12 @@ class Executor:
     def __init__(self, store_dir: Path, registry: Registry, pool: WorkerPool,
                  weights: str = "calibrated", seed: int = 0,
                  timeouts: dict[str, float] | None = None, batch_size: int = 8,
-                 cache_cap_bytes: int | None = None, source_cache: Path | None = None):
+                 cache_cap_bytes: int | None = None, source_cache: Path | None = None,
+                 listener: Callable[[str], None] | None = None):
         self.store_dir = Path(store_dir)
+        self.listener = listener
+        # A hunt sets this (time.monotonic() seconds) so no request outlives its budget.
+        self.deadline: float | None = None
         self.registry = registry
         self.pool = pool
         self.weights = weights
@@ -106,6 +115,10 @@ class Executor:
         self.cache = Cache(self.store_dir / "cache", **kw)
         self.source_cache = Cache(Path(source_cache or default_cache_home() / "models"))
         self._weights_key = self._weights_identity(weights)
+
+    def _say(self, what: str) -> None:
+        if self.listener is not None:
+            self.listener(what)
 
     # -- keys --------------------------------------------------------------------------------
     @staticmethod
@@ -131,9 +144,27 @@ class Executor:
         return key_of("artifact", self.source_key(spec), steps, pipeline.device)
 
     def timeout_for(self, name: str) -> float:
+        """The configured timeout of a step or runtime (``timeouts[name]``, its own, or ``*``)."""
         op = self.registry.ops.get(name)
         default = op.timeout if op is not None and op.timeout else self.timeouts["*"]
         return float(self.timeouts.get(name, default))
+
+    def _request(self, family: str, msg: dict[str, Any], name: str) -> Any:
+        """A worker request bounded by both the step's timeout and the caller's deadline."""
+        timeout = self.timeout_for(name)
+        budget_bound = False
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise BudgetExhausted()
+            if left < timeout:
+                timeout, budget_bound = left, True
+        try:
+            return self.pool.request(family, msg, timeout=timeout)
+        except WorkerFailure as exc:
+            if exc.symptom == "timeout" and budget_bound:
+                raise BudgetExhausted() from None
+            raise
 
     # -- the source model --------------------------------------------------------------------
     def source_artifact(self, spec: ModelSpec, calibration: Path | None = None) -> Path:
@@ -144,6 +175,7 @@ class Executor:
             return hit / ARTIFACT_FILE[spec.source]
         tmp = self.source_cache.begin("artifacts", key)
         dst = tmp / ARTIFACT_FILE[spec.source]
+        self._say(f"building {spec.name} ({self.weights} weights)")
         try:
             info = self.pool.request(spec.family, {
                 "op": "build", "model": spec.to_dict(), "weights": self.weights,
@@ -182,11 +214,15 @@ class Executor:
         tmp = self.cache.begin("artifacts", key)
         dst = tmp / ARTIFACT_FILE[op.dst]  # type: ignore[index]
         ev.fresh += 1
+        self._say(f"step {n}/{len(pipeline.steps)} {step.label()}")
         try:
-            res = self.pool.request(op.family, {
+            res = self._request(op.family, {
                 "op": "step", "step": step.name, "params": step.params, "src": str(src),
                 "dst": str(dst), "model": spec.to_dict(), "device": pipeline.device,
-            }, timeout=self.timeout_for(step.name))
+            }, step.name)
+        except BudgetExhausted:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         except WorkerFailure as exc:
             failure = Failure(exc.symptom, f"step {n} {step.name}", step.name, exc.error_class,
                               exc.message, exc.stderr_tail)
@@ -246,17 +282,21 @@ class Executor:
         if artifact is not None:
             rt = self.registry.get(pipeline.runtime.name, "runtime")
             ev.fresh += 1
+            self._say(f"running {pipeline.runtime.label()} on {len(corpus)} images")
             try:
-                res = self.pool.request(rt.family, {
+                res = self._request(rt.family, {
                     "op": "run", "runtime": rt.name, "params": pipeline.runtime.params,
                     "artifact": str(artifact), "inputs": str(inputs),
                     "outputs": str(tmp / "logits.npy"), "model": spec.to_dict(),
                     "device": pipeline.device, "batch_size": self.batch_size, "repeats": repeats,
-                }, timeout=self.timeout_for(rt.name))
+                }, rt.name)
                 ev.timings["load"] = res["load_seconds"]
                 ev.timings["infer"] = res["infer_seconds"]
                 ev.batch_seconds = res["batch_seconds"]
                 ev.logits = np.load(tmp / "logits.npy", allow_pickle=False)
+            except BudgetExhausted:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
             except WorkerFailure as exc:
                 ev.failure = Failure(exc.symptom, f"runtime {rt.name}", rt.name, exc.error_class,
                                      exc.message, exc.stderr_tail)

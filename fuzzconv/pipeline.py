@@ -18,6 +18,16 @@ from .registry import Registry
 DEVICES = ("cpu", "cuda")
 
 
+def device_available(device: str) -> bool:
+    """Whether ``device`` exists on this machine, without importing a framework."""
+    if device == "cpu":
+        return True
+    import glob
+    import shutil
+
+    return bool(glob.glob("/dev/nvidia[0-9]*")) and shutil.which("nvidia-smi") is not None
+
+
 def _freeze(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, separators=(",", ":"))
 
@@ -69,6 +79,8 @@ class Pipeline:
         """Canonicalise and check a pipeline. ``source_format`` defaults to the zoo's."""
         if device not in DEVICES:
             raise UsageError(f"unknown device {device!r} (known: {', '.join(DEVICES)})")
+        if not device_available(device):
+            raise UsageError(f"device {device} is not present on this machine")
         raw_steps = [(s.name, s.params) if isinstance(s, Step) else s for s in steps]
         if isinstance(runtime, Step):
             raw_rt = (runtime.name, runtime.params)

@@ -1,0 +1,301 @@
+"""The ``fuzzconv`` command line: thin typer commands that parse options and call the library.
+
+Exit codes: 0 ok, 1 a divergence reproduced (``run``, ``repro``), 2 bad usage or input — always
+one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+
+from .errors import UsageError
+
+
+class _OneLineErrors(TyperGroup):
+    """Every usage error, ours or click's, becomes one line and exit code 2."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except UsageError as exc:
+            _fail(str(exc))
+        except typer.TyperException as exc:  # typer's own parse errors
+            if type(exc).__name__ == "NoArgsIsHelpError" and getattr(exc, "ctx", None):
+                typer.echo(exc.ctx.get_help())  # type: ignore[attr-defined]
+                sys.exit(2)
+            _fail(exc.format_message())  # type: ignore[attr-defined]
+        except (typer.Abort, KeyboardInterrupt):
+            typer.echo("interrupted", err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    sys.exit(2)
+
+
+app = typer.Typer(cls=_OneLineErrors, no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="Find and isolate where converting or compiling an image classifier "
+                       "changes what it predicts.")
+console = Console(stderr=True)
+out = Console(highlight=False, soft_wrap=True)
+
+StoreOpt = Annotated[Path, typer.Option("--store", help="Store directory (SQLite store, cache, logs).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+PluginOpt = Annotated[Optional[list[Path]], typer.Option("--plugin", help="A plugin file (repeatable).")]
+ImagesOpt = Annotated[Optional[Path], typer.Option("--images", help="Directory of JPEG/PNG images (recursive).")]
+WeightsOpt = Annotated[str, typer.Option("--weights", help="calibrated, imagenet (from disk only) or a weights file.")]
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _corpus(images: Path | None, limit: int | None = None) -> Any:
+    from .corpora import default_corpus, from_directory
+
+    corpus = from_directory(images) if images is not None else default_corpus()
+    if limit is not None:
+        if limit < 1:
+            raise UsageError("--limit must be at least 1")
+        corpus = corpus.subset(list(range(min(limit, len(corpus)))))
+    return corpus
+
+
+class _Status:
+    """A rich spinner that the executor's listener updates: what is running right now."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and console.is_terminal
+        self._status = console.status("starting") if self.enabled else None
+
+    def __call__(self, what: str) -> None:
+        if self._status is not None:
+            self._status.update(what)
+
+    def __enter__(self) -> "_Status":
+        if self._status is not None:
+            self._status.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._status is not None:
+            self._status.__exit__(*exc)
+
+
+# -- models ---------------------------------------------------------------------------------------
+@app.command()
+def models(
+    *,
+    json_: JsonOpt = False,
+    check: Annotated[bool, typer.Option("--check", help="Run each model on the corpus and report "
+                                        "distinct labels and the median top-1/top-2 margin.")] = False,
+    only: Annotated[Optional[str], typer.Option("--only", help="Comma-separated model names.")] = None,
+    weights: WeightsOpt = "calibrated",
+    images: ImagesOpt = None,
+    store: StoreOpt = Path("fuzzconv-out"),
+) -> None:
+    """List the model zoo; with --check, run each model's reference and measure its predictions."""
+    from .zoo import MODELS, get_model
+    from .zoo.weights import keras_weight_dirs, torch_weight_dirs
+
+    names = [n.strip() for n in only.split(",")] if only else list(MODELS)
+    specs = [get_model(n) for n in names]
+    rows = []
+    for s in specs:
+        where = {"calibrated": "calibrated",
+                 "imagenet": "ImageNet file in " + str((keras_weight_dirs() if s.source == "keras"
+                                                        else torch_weight_dirs())[-1])}
+        rows.append({"name": s.name, "source": s.source, "input_shape": list(s.input_shape),
+                     "layout": s.layout, "preprocessing": s.preprocessing, "classes": s.classes,
+                     "weights": where.get(weights, weights), "tiny": s.tiny, "paper": s.paper})
+    if check:
+        from .check import check_models
+
+        corpus = _corpus(images)
+        with _Status() as status:
+            results = check_models(specs, corpus, store=store, weights=weights, listener=status)
+        for row, res in zip(rows, results):
+            row.update(res)
+    if json_:
+        _print_json(rows)
+        return
+    table = Table(title="fuzzconv models" + (f" — check on {len(corpus)} images" if check else ""))
+    cols = ["name", "source", "input_shape", "preprocessing", "classes", "weights"]
+    if check:
+        cols += ["distinct_labels", "median_margin", "accuracy", "seconds"]
+    for c in cols:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*[_cell(r.get(c)) for c in cols])
+    out.print(table)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, list):
+        return "×".join(map(str, v))
+    return str(v)
+
+
+# -- steps ----------------------------------------------------------------------------------------
+@app.command()
+def steps(*, json_: JsonOpt = False, plugin: PluginOpt = None) -> None:
+    """List every step and runtime: formats, parameter choices, and whether it runs here."""
+    from .registry import family_available, fresh_registry
+    from .pipeline import device_available
+
+    reg = fresh_registry(tuple(str(p) for p in plugin or ()))
+    rows = []
+    for op in reg.steps() + reg.runtimes():
+        d = op.describe()
+        why = family_available(op.family)
+        d["usable"] = why is None
+        d["why_not"] = why
+        d["devices_here"] = [dev for dev in op.devices if device_available(dev)]
+        rows.append(d)
+    if json_:
+        _print_json(rows)
+        return
+    table = Table(title="fuzzconv steps and runtimes")
+    for c in ("name", "kind", "from → to", "parameters (default first)", "usable here"):
+        table.add_column(c)
+    for d in rows:
+        params = "; ".join(f"{k}: {', '.join(json.dumps(v) for v in p['choices'])}"
+                           for k, p in d["params"].items())
+        table.add_row(d["name"], d["kind"], f"{d['from']} → {d['to'] or '(run)'}", params or "—",
+                      "yes" if d["usable"] else f"no: {d['why_not']}")
+    out.print(table)
+
+
+# -- run ------------------------------------------------------------------------------------------
+@app.command()
+def run(
+    pipeline_file: Annotated[Path, typer.Argument(metavar="PIPELINE.json", help="A pipeline file.")],
+    *,
+    images: ImagesOpt = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Use only the first N images.")] = None,
+    json_: JsonOpt = False,
+    store: StoreOpt = Path("fuzzconv-out"),
+    plugin: PluginOpt = None,
+    weights: WeightsOpt = "calibrated",
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds per step or run.")] = None,
+) -> None:
+    """Run one pipeline and compare it with the reference (exit 1 when it diverges)."""
+    from .runner import run_pipeline
+
+    corpus = _corpus(images, limit)
+    with _Status() as status:
+        result = run_pipeline(pipeline_file, corpus, store=store, plugins=plugin or [],
+                              weights=weights, timeout=timeout, listener=status)
+    if json_:
+        _print_json(result)
+    else:
+        _print_run(result)
+    raise typer.Exit(1 if result["symptom"] else 0)
+
+
+def _print_run(r: dict[str, Any]) -> None:
+    table = Table(title=r["label"], show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    verdict = r["symptom"] or "agrees"
+    table.add_row("verdict", f"[bold]{verdict}[/bold]")
+    if r["error"]:
+        e = r["error"]
+        table.add_row("failed at", e["stage"])
+        table.add_row("error", f"{e['error_class']}: {e['message'][:300]}")
+    if r["flip_rate"] is not None:
+        table.add_row("top-1 flip rate", f"{r['flip_rate']:.2%} ({r['flips']} of {r['images']}; "
+                                          f"{r['tie_flips']} near-tie flips)")
+        table.add_row("top-5 agreement", f"{r['top5_agreement']:.4f} (Kendall τ {r['kendall_tau']:.4f})")
+        table.add_row("max |Δlogit|", f"{r['max_abs_diff']:.3g} (relative {r['max_rel_diff']:.3g})")
+        table.add_row("NaN/Inf images", str(r["nan"]))
+    t = r["timings"]
+    table.add_row("timings", ", ".join(f"{k} {v:.2f} s" for k, v in t.items()) or "—")
+    table.add_row("cache", f"{r['cache']['hits']} hits, {r['cache']['fresh']} fresh")
+    out.print(table)
+
+
+# -- hunt -----------------------------------------------------------------------------------------
+@app.command()
+def hunt(
+    *,
+    model: Annotated[Optional[str], typer.Option("--model", help="Zoo model to hunt on.")] = None,
+    budget: Annotated[str, typer.Option("--budget", help="Wall-clock budget: 90s, 15m, 1h.")] = "15m",
+    max_evals: Annotated[Optional[int], typer.Option("--max-evals", help="Stop after N evaluations.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Search seed (same seed, same pipelines).")] = 0,
+    images: ImagesOpt = None,
+    limit: Annotated[int, typer.Option("--limit", help="Use the first N images of the corpus.")] = 64,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    plugin: PluginOpt = None,
+    focus: Annotated[Optional[str], typer.Option("--focus", help="Every pipeline contains this step.")] = None,
+    store: StoreOpt = Path("fuzzconv-out"),
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue campaign ID.")] = None,
+    weights: WeightsOpt = "calibrated",
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds per step or run.")] = None,
+    max_chain: Annotated[int, typer.Option("--max-chain", help="Most conversion steps per pipeline.")] = 3,
+    tie_margin: Annotated[float, typer.Option("--tie-margin", help="Flips below this reference margin are tie flips.")] = 0.05,
+    atol: Annotated[float, typer.Option("--atol", help="Numeric divergence: max |Δlogit| above this...")] = 1e-2,
+    rtol: Annotated[float, typer.Option("--rtol", help="...and relative to the logit range above this.")] = 1e-3,
+    slowdown: Annotated[float, typer.Option("--slowdown", help="Slowdown: inference this many times slower than the source runtime.")] = 3.0,
+    json_: JsonOpt = False,
+) -> None:
+    """Search conversion paths and compiler options for divergences from the source model."""
+    from .hunting import run_hunt
+
+    result = run_hunt(model=model, budget=budget, max_evals=max_evals, seed=seed, images=images,
+                      limit=limit, device=device, plugins=plugin or [], focus=focus, store=store,
+                      resume=resume, weights=weights, timeout=timeout, max_chain=max_chain,
+                      thresholds=dict(tie_margin=tie_margin, atol=atol, rtol=rtol,
+                                      slowdown=slowdown),
+                      console=console, show_progress=not json_)
+    if json_:
+        _print_json({"campaign": result.campaign, "evaluations": result.evaluations,
+                     "findings": result.findings, "stopped": result.stopped,
+                     "elapsed_s": round(result.elapsed, 1)})
+        return
+    _print_hunt(result, store)
+
+
+def _print_hunt(result: Any, store: Path) -> None:
+    table = Table(title=f"campaign {result.campaign}: {result.evaluations} evaluations in "
+                        f"{result.elapsed:.0f} s ({result.stopped}); {len(result.findings)} findings")
+    for c in ("id", "symptom", "flip rate", "culprit", "pipeline"):
+        table.add_column(c, overflow="fold")
+    for f in result.findings:
+        cul = f["culprit"]
+        culprit = (cul["step"] + "(" + ",".join(f"{k}={v}" for k, v in cul["params"].items()) + ")"
+                   if cul else "—")
+        fr = f"{f['flip_rate']:.1%}" if f.get("flip_rate") is not None else "—"
+        chain = " → ".join(s["step"] for s in f["pipeline"]["steps"]) + " ⇒ " + f["pipeline"]["runtime"]["name"]
+        table.add_row(f["id"], f["symptom"], fr, culprit, chain)
+    out.print(table)
+    if result.replayed:
+        out.print("replayed known findings: " + ", ".join(f"{k} {v}" for k, v in result.replayed.items()))
+    total = result.cache_hits + result.fresh
+    out.print(f"cache: {result.cache_hits} of {total} steps and runs served from the cache"
+              + (f" ({result.cache_hits / total:.0%})" if total else ""))
+    out.print(f"store: {store}/fuzzconv.sqlite — details with: fuzzconv hunt --json, or the store's findings table")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,532 @@
+"""The hunt: generate pipelines, evaluate them against the reference, record divergences.
+
+Design note — how the search spends its budget
+----------------------------------------------
+1. **Replay.** Known findings of the model are re-checked first, like Hypothesis's example
+   database: those that still diverge become ``confirmed``, the others ``fixed`` with the versions
+   that fixed them.
+2. **Coverage.** Every operation and every parameter value reachable from the model (an
+   :class:`~fuzzconv.strategies.Atom`) is tried once, each as a *single-option variant* of the
+   all-defaults pipeline of the shortest chain that can hold it. The default hunt therefore finds
+   whatever one exhaustive pass over single-option variants would find. Bases come first, then
+   variants, cheapest chains first. A variant whose base agrees and which diverges has its culprit
+   by construction: the one option that differs.
+3. **Mutation.** The rest of the budget mutates evaluated pipelines chosen by *energy* (fuzzer
+   style): pipelines that diverged or came close (large logit difference, near-tie flips) are picked
+   more often. Mutations change a parameter, insert, drop or reorder an optional step, swap the
+   runtime, copy an option from another pipeline on the same chain (combining options), or draw a
+   fresh pipeline from the strategies.
+
+Everything is driven by one seeded :class:`random.Random` whose decisions depend only on the seed
+and on evaluation outcomes, so the same seed on the same stack gives the same pipelines and
+findings, and ``--resume`` replays the decisions from stored outcomes without re-evaluating.
+
+The budget is held by giving the executor a deadline: a step still running at the deadline is
+killed and not recorded, and the hunt stops.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from .errors import UsageError
+from .executor import BudgetExhausted, Evaluation, Executor
+from .oracle import Comparison, Thresholds, compare, judge
+from .pipeline import Pipeline, Step
+from .store import Store
+from .strategies import Atom, Space, seeded_chooser
+from .versions import stack_versions
+
+PHASES = ("replay", "coverage", "mutate")
+
+
+@dataclass
+class HuntConfig:
+    """What a hunt does. Stored with the campaign so ``--resume`` continues the same search."""
+
+    model: str
+    seed: int = 0
+    budget_s: float = 900.0
+    max_evals: int | None = None
+    focus: str | None = None
+    device: str = "cpu"
+    max_chain: int = 3
+    max_optional: int = 3
+    images: int = 0
+    images_dir: str | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Candidate:
+    pipeline: Pipeline
+    phase: str
+    base: Pipeline | None = None  # the all-defaults pipeline a coverage variant differs from
+    atom: Atom | None = None
+
+
+@dataclass
+class Outcome:
+    """One evaluated pipeline as the search sees it."""
+
+    pipeline: Pipeline
+    symptom: str | None
+    comparison: dict[str, Any] | None
+    failure: dict[str, Any] | None
+    timings: dict[str, float]
+    fresh: int
+    cached: int
+
+    @property
+    def energy(self) -> float:
+        c = self.comparison or {}
+        e = 1.0
+        if self.symptom:
+            e += 8.0
+        e += 10.0 * float(c.get("flip_rate") or 0.0)
+        e += 2.0 * min(1.0, float(c.get("max_rel_diff") or 0.0) / 1e-3)
+        e += 1.0 if c.get("tie_flips") else 0.0
+        return e
+
+
+@dataclass
+class HuntResult:
+    campaign: str
+    evaluations: int
+    findings: list[dict[str, Any]]
+    elapsed: float
+    stopped: str  # budget | max_evals | exhausted | interrupted
+    cache_hits: int
+    fresh: int
+    replayed: dict[str, str] = field(default_factory=dict)
+
+
+Listener = Callable[[str, dict[str, Any]], None]
+
+
+class Hunt:
+    """One campaign over one model.
+
+    Args:
+        executor: evaluates pipelines.
+        store: where campaigns, evaluations and findings go.
+        config: the hunt's settings.
+        corpus: the images.
+        listener: called with (event, info) for progress displays.
+    """
+
+    def __init__(self, executor: Executor, store: Store, config: HuntConfig, corpus: Any,
+                 listener: Listener | None = None):
+        self.ex = executor
+        self.store = store
+        self.config = config
+        self.corpus = corpus
+        self.listener = listener or (lambda event, info: None)
+        self.thresholds = Thresholds(**config.thresholds)
+        self.space = Space(executor.registry, config.model, config.device, config.max_chain,
+                           config.max_optional, config.focus)
+        self.rng = random.Random(config.seed)
+        self.outcomes: dict[str, Outcome] = {}
+        self.findings: dict[str, dict[str, Any]] = {}  # signature -> finding
+        self.known: set[str] = set()  # hashes evaluated in this campaign (resume)
+        self.stored: dict[str, dict[str, Any]] = {}
+        self.cid = ""
+        self.evals = 0
+        self.cache_hits = 0
+        self.fresh = 0
+        self.ref: Evaluation | None = None
+        self.ref_infer: float | None = None
+
+    # -- the campaign ------------------------------------------------------------------------
+    def run(self, resume: str | None = None) -> HuntResult:
+        t0 = time.monotonic()
+        deadline = t0 + self.config.budget_s
+        self.ex.deadline = deadline
+        if resume:
+            self.cid = resume
+            self.store.set_campaign_status(resume, "running")
+            self.stored = {e["pipeline_hash"]: e for e in self.store.evaluations(resume)}
+            for f in self.store.findings(campaign=resume):
+                self.findings[f["signature"]] = f
+        else:
+            self.cid = self.store.new_campaign(self.config.model, self.config.seed,
+                                               self.config.to_dict(), stack_versions())
+        self.listener("campaign", {"campaign": self.cid, "budget": self.config.budget_s})
+        stopped = "exhausted"
+        replayed: dict[str, str] = {}
+        try:
+            self.listener("stage", {"what": f"reference run of {self.config.model}"})
+            self.ref = self.ex.reference(self.config.model, self.corpus)
+            self.ref_infer = self.ref.timings.get("infer")
+            replayed = self._replay()
+            for cand in self._candidates():
+                if self.config.max_evals is not None and self.evals >= self.config.max_evals:
+                    stopped = "max_evals"
+                    break
+                if time.monotonic() >= deadline:
+                    stopped = "budget"
+                    break
+                self._evaluate(cand)
+        except BudgetExhausted:
+            stopped = "budget"
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+        finally:
+            self.ex.deadline = None
+            self.store.set_campaign_status(self.cid, "interrupted" if stopped == "interrupted" else "done")
+        return HuntResult(self.cid, self.evals, list(self.findings.values()),
+                          time.monotonic() - t0, stopped, self.cache_hits, self.fresh, replayed)
+
+    # -- replay ------------------------------------------------------------------------------
+    def _replay(self) -> dict[str, str]:
+        """Re-check the model's known findings from earlier campaigns."""
+        result = {}
+        for f in self.store.findings(model=self.config.model):
+            if f.get("campaign") == self.cid or f.get("status") == "fixed":
+                continue
+            try:
+                p = Pipeline.from_dict(f.get("minimal_pipeline") or f["pipeline"], self.ex.registry)
+            except UsageError:
+                continue  # a plugin step that is not loaded in this hunt
+            out = self._outcome(p)
+            still = out.symptom == f["symptom"]
+            status = "confirmed" if still else "fixed"
+            extra = {} if still else {"fixed_in": stack_versions()}
+            self.store.set_finding_status(f["id"], status, extra)
+            result[f["id"]] = status
+            self.listener("replay", {"finding": f["id"], "status": status})
+        return result
+
+    # -- generation --------------------------------------------------------------------------
+    def _candidates(self) -> Iterator[Candidate]:
+        for cand in self.coverage_plan():
+            yield cand
+        while True:
+            cand = self._mutant()
+            if cand is None:
+                return
+            yield cand
+
+    def coverage_plan(self) -> list[Candidate]:
+        """Bases, then one single-option variant per atom not yet covered, cheapest first."""
+        bases = self.space.bases()
+        ref_hash = self.ex.reference_pipeline(self.config.model).hash
+        plan: list[Candidate] = [Candidate(b, "coverage") for b in bases if b.hash != ref_hash]
+        covered = {a for b in bases for a in _atoms_of(b)}
+        for atom in self.space.atoms():
+            if atom in covered:
+                continue
+            for base in bases:
+                variant = self._variant(base, atom)
+                if variant is not None:
+                    plan.append(Candidate(variant, "coverage", base, atom))
+                    covered.update(_atoms_of(variant))
+                    break
+        seen: set[str] = set()
+        unique = []
+        for c in plan:
+            if c.pipeline.hash not in seen and c.pipeline.hash != ref_hash:
+                seen.add(c.pipeline.hash)
+                unique.append(c)
+        return unique
+
+    def _variant(self, base: Pipeline, atom: Atom) -> Pipeline | None:
+        """``base`` changed in exactly the one way ``atom`` names, or None if it cannot hold it."""
+        op = self.ex.registry.get(atom.op)
+        value = json.loads(atom.value_json) if atom.value_json is not None else None
+        steps = list(base.steps)
+        if op.kind == "runtime":
+            if op.src != self.ex.registry.get(base.runtime.name).src:
+                return None
+            params = op.canonical_params({atom.param: value} if atom.param else {})
+            return self._make(steps, Step.make(op.name, params))
+        if op.optional:
+            pos = self.space.insert_positions(base, op)
+            if not pos:
+                return None
+            params = op.canonical_params({atom.param: value} if atom.param else {})
+            steps.insert(pos[-1], Step.make(op.name, params))
+            return self._make(steps, base.runtime)
+        for i, s in enumerate(steps):
+            if s.name == op.name:
+                params = s.params
+                if atom.param:
+                    params[atom.param] = value
+                steps[i] = Step.make(op.name, op.canonical_params(params))
+                return self._make(steps, base.runtime)
+        return None
+
+    def _make(self, steps: list[Step], runtime: Step) -> Pipeline | None:
+        try:
+            return self.space.with_focus(self.space.make(steps, runtime))
+        except UsageError:
+            return None
+
+    def _mutant(self, tries: int = 200) -> Candidate | None:
+        """A pipeline not evaluated yet, mutated from an energetic parent or drawn fresh."""
+        choose = seeded_chooser(self.rng)
+        pop = sorted(self.outcomes.values(), key=lambda o: o.pipeline.hash)
+        for _ in range(tries):
+            if not pop or self.rng.random() < 0.2:
+                p = self.space.draw(choose)
+            else:
+                parent = self.rng.choices(pop, weights=[o.energy for o in pop])[0].pipeline
+                p = self._mutate(parent, pop)
+            if p is None or not self.space.contains_focus(p):
+                continue
+            if p.hash not in self.outcomes and p.hash != self.ex.reference_pipeline(self.config.model).hash:
+                return Candidate(p, "mutate")
+        return None
+
+    def _mutate(self, p: Pipeline, pop: list[Outcome]) -> Pipeline | None:
+        reg = self.ex.registry
+        choose = seeded_chooser(self.rng)
+        steps = list(p.steps)
+        kind = choose(["param", "param", "insert", "drop", "swap", "runtime", "combine"])
+        if kind == "param":
+            idx = choose(list(range(len(steps) + 1)))
+            el = steps[idx] if idx < len(steps) else p.runtime
+            op = reg.get(el.name)
+            tunable = [k for k, v in sorted(op.choices.items()) if len(v) > 1]
+            if not tunable:
+                return None
+            k = choose(tunable)
+            params = el.params
+            params[k] = choose(op.choices[k])
+            new = Step.make(el.name, op.canonical_params(params))
+            if idx < len(steps):
+                steps[idx] = new
+                return self._make(steps, p.runtime)
+            return self._make(steps, new)
+        if kind == "insert":
+            fmts = [self.space.source] + [reg.get(s.name).dst for s in steps]
+            slots = [i for i, f in enumerate(fmts) if self.space.optionals(f)]  # type: ignore[arg-type]
+            if not slots:
+                return None
+            i = choose(slots)
+            op = choose(self.space.optionals(fmts[i]))  # type: ignore[arg-type]
+            # an optional step goes after the step that made its format, after other optionals
+            pos = i
+            while pos < len(steps) and reg.get(steps[pos].name).optional:
+                pos += 1
+            steps.insert(pos, self.space.draw_params(op, choose))
+            return self._make(steps, p.runtime)
+        optional = [i for i, s in enumerate(steps) if reg.get(s.name).optional]
+        if kind == "drop":
+            if not optional:
+                return None
+            del steps[choose(optional)]
+            return self._make(steps, p.runtime)
+        if kind == "swap":
+            pairs = [i for i in optional if i + 1 in optional]
+            if not pairs:
+                return None
+            i = choose(pairs)
+            steps[i], steps[i + 1] = steps[i + 1], steps[i]
+            return self._make(steps, p.runtime)
+        if kind == "runtime":
+            rts = self.space.runtimes(reg.get(p.runtime.name).src)
+            return self._make(steps, self.space.draw_params(choose(rts), choose))
+        # combine: copy one step or runtime setting from another pipeline with the same chain
+        chain = _chain_key(p, reg)
+        mates = [o.pipeline for o in pop if _chain_key(o.pipeline, reg) == chain and o.pipeline != p]
+        if not mates:
+            return None
+        mate = choose(mates)
+        if choose([True, False]):
+            return self._make(steps, mate.runtime)
+        conv = [i for i, s in enumerate(steps) if not reg.get(s.name).optional]
+        mate_conv = [s for s in mate.steps if not reg.get(s.name).optional]
+        if not conv:
+            return None
+        j = choose(list(range(len(conv))))
+        steps[conv[j]] = mate_conv[j]
+        return self._make(steps, p.runtime)
+
+    # -- evaluation --------------------------------------------------------------------------
+    def _outcome(self, p: Pipeline) -> Outcome:
+        """Evaluate (or load from this campaign's stored evaluations) and judge one pipeline."""
+        stored = self.stored.get(p.hash)
+        if stored is not None:
+            o = stored["outcome"]
+            return Outcome(p, stored["symptom"], o.get("comparison"), o.get("failure"),
+                           stored["timings"], 0, stored["cached"] + stored["fresh"])
+        ev = self.ex.evaluate(p, self.corpus)
+        cmp: Comparison | None = None
+        if ev.ok:
+            assert self.ref is not None and self.ref.logits is not None and ev.logits is not None
+            cmp = compare(self.ref.logits, ev.logits, self.thresholds)
+        symptom = judge(cmp, self.thresholds, ev.failure)
+        if symptom is None and cmp is not None:
+            symptom = self._slowdown(p, ev)
+        return Outcome(p, symptom, cmp.to_dict() if cmp else None,
+                       ev.failure.to_dict() if ev.failure else None, ev.timings, ev.fresh, ev.cached)
+
+    def _slowdown(self, p: Pipeline, ev: Evaluation) -> str | None:
+        """Confirm a suspected slowdown by timing it beside the reference, warm, repeated."""
+        infer = ev.timings.get("infer")
+        if not infer or not self.ref_infer or infer < self.thresholds.slowdown * self.ref_infer:
+            return None
+        few = self.corpus.subset(list(range(min(8, len(self.corpus)))))
+        ref = self.ex.evaluate(self.ex.reference_pipeline(self.config.model), few, repeats=5)
+        run = self.ex.evaluate(p, few, repeats=5)
+        if not (ref.batch_seconds and run.batch_seconds):
+            return None
+        factor = _median(run.batch_seconds) / max(_median(ref.batch_seconds), 1e-9)
+        ev.timings["slowdown_factor"] = round(factor, 3)
+        return "slowdown" if factor > self.thresholds.slowdown else None
+
+    def _evaluate(self, cand: Candidate) -> None:
+        p = cand.pipeline
+        self.listener("eval", {"pipeline": p.label(), "phase": cand.phase})
+        out = self._outcome(p)
+        self.outcomes[p.hash] = out
+        self.evals += 1
+        self.cache_hits += out.cached
+        self.fresh += out.fresh
+        if p.hash not in self.stored:
+            self.store.add_evaluation(
+                self.cid, cand.phase, p.to_dict(), p.hash, out.symptom,
+                {"comparison": out.comparison, "failure": out.failure}, out.timings, out.fresh,
+                out.cached)
+        new = None
+        if out.symptom:
+            new = self._record_finding(cand, out)
+        self.listener("evaluated", {"pipeline": p.label(), "symptom": out.symptom,
+                                    "evaluations": self.evals, "findings": len(self.findings),
+                                    "cache_hits": self.cache_hits, "fresh": self.fresh,
+                                    "new_finding": new})
+
+    # -- findings ----------------------------------------------------------------------------
+    def _attribute(self, cand: Candidate, out: Outcome) -> tuple[dict[str, Any] | None, str | None]:
+        """The culprit and fix hint this evaluation proves on its own, if any."""
+        if out.failure is not None:
+            step = out.failure["step"]
+            el = next((s for s in (*out.pipeline.steps, out.pipeline.runtime) if s.name == step), None)
+            return ({"step": step, "params": el.params if el else {}}, None)
+        if cand.base is None or cand.atom is None:
+            return None, None
+        base = self.outcomes.get(cand.base.hash)
+        if base is None or base.symptom is not None:
+            return None, None
+        op = self.ex.registry.get(cand.atom.op)
+        changed = next(s for s in (*out.pipeline.steps, out.pipeline.runtime) if s.name == op.name)
+        if op.optional:
+            hint = f"dropping {op.name} agrees"
+        elif cand.atom.param is not None:
+            hint = f"{cand.atom.param}={json.dumps(op.defaults[cand.atom.param])} agrees"
+        else:
+            hint = f"the all-defaults {cand.base.label()} agrees"
+        return {"step": op.name, "params": changed.params}, hint
+
+    def _record_finding(self, cand: Candidate, out: Outcome) -> str | None:
+        culprit, hint = self._attribute(cand, out)
+        if out.failure is not None:
+            signature = f"{out.symptom}:{out.failure['step']}:{out.failure['error_class']}"
+        elif culprit is not None:
+            params = ",".join(f"{k}={_short(v)}" for k, v in sorted(culprit["params"].items()))
+            signature = f"{out.symptom}:{culprit['step']}" + (f":{params}" if params else "")
+        else:
+            signature = f"{out.symptom}:{out.pipeline.label()}"
+        if signature in self.findings:
+            f = self.findings[signature]
+            f["hits"] = f.get("hits", 1) + 1
+            self.store.upsert_finding(f, self.cid, f["bucket"])
+            return None
+        # A mutated pipeline holding an option that is already a finding with the same symptom
+        # is most likely that finding again: count it there rather than open a new one.
+        for f in self.findings.values():
+            c = f.get("culprit")
+            if (c and f["symptom"] == out.symptom and culprit is None and any(
+                    s.name == c["step"] and s.params == c["params"]
+                    for s in (*out.pipeline.steps, out.pipeline.runtime))):
+                f["hits"] = f.get("hits", 1) + 1
+                self.store.upsert_finding(f, self.cid, f["bucket"])
+                return None
+        cmp = out.comparison or {}
+        paths = list(getattr(self.corpus, "paths", []))
+        failing = [paths[i] for i in cmp.get("flipped", []) if i < len(paths)]
+        fid = "F-" + hashlib.sha256(f"{self.cid}|{signature}".encode()).hexdigest()[:8]
+        bucket = hashlib.sha256(json.dumps(
+            [self.config.model if culprit is None else "", out.symptom, culprit or out.pipeline.hash],
+            sort_keys=True).encode()).hexdigest()[:12]
+        finding = {
+            "id": fid,
+            "model": self.config.model,
+            "symptom": out.symptom,
+            "signature": signature,
+            "flip_rate": cmp.get("flip_rate"),
+            "images": len(self.corpus),
+            "pipeline": out.pipeline.to_dict(),
+            "minimal_pipeline": None,
+            "culprit": culprit,
+            "failing_inputs": failing,
+            "first_divergent_node": None,
+            "fix_hint": hint,
+            "evaluations": {"hunt": self.evals, "shrink": 0, "cache_hits": self.cache_hits},
+            "flaky": False,
+            "versions": stack_versions(),
+            "bundle": None,
+            "campaign": self.cid,
+            "status": "new",
+            "bucket": bucket,
+            "hits": 1,
+            "comparison": {k: v for k, v in cmp.items() if k not in ("flipped", "tied")} or None,
+            "tie_flips": cmp.get("tie_flips", 0),
+            "failure": out.failure,
+            "phase": cand.phase,
+        }
+        self.findings[signature] = finding
+        self.store.upsert_finding(finding, self.cid, bucket)
+        return fid
+
+
+def _atoms_of(p: Pipeline) -> set[Atom]:
+    out = set()
+    for s in (*p.steps, p.runtime):
+        out.add(Atom(s.name))
+        for k, v in s.params.items():
+            out.add(Atom(s.name, k, json.dumps(v, sort_keys=True)))
+    return out
+
+
+def _chain_key(p: Pipeline, reg: Any) -> tuple[str, ...]:
+    return tuple(s.name for s in p.steps if not reg.get(s.name).optional)
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, list):
+        return "[" + ",".join(_short(x) for x in v) + "]"
+    return str(v)
+
+
+def _median(xs: list[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+
+def parse_budget(text: str) -> float:
+    """``15m``, ``90s``, ``1h30m``, ``2h`` or plain seconds → seconds."""
+    import re
+
+    t = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        secs = float(t)
+    else:
+        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?", t)
+        if not parts or not any(parts.groups()):
+            raise UsageError(f"bad budget {text!r}: use e.g. 90s, 15m, 1h30m")
+        h, m, s = (float(x) if x else 0.0 for x in parts.groups())
+        secs = h * 3600 + m * 60 + s
+    if secs <= 0:
+        raise UsageError(f"bad budget {text!r}: it must be positive")
+    return secs

@@ -1,0 +1,187 @@
+"""The SQLite store: campaigns, every evaluation, and findings.
+
+One file, ``<store>/fuzzconv.sqlite``, in WAL mode so readers (``reports``) never block a running
+hunt. Only the hunting process writes. Each evaluation is committed as soon as it is known, so a
+killed hunt loses at most the evaluation in flight, and ``--resume`` re-evaluates nothing that was
+committed. Findings are stored in the finding JSON shape of ARCHITECTURE.md (column ``data``),
+with the columns that listings filter and sort on kept beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import UsageError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS campaigns (
+    id TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    config TEXT NOT NULL,
+    versions TEXT NOT NULL,
+    status TEXT NOT NULL,            -- running | done | interrupted
+    started REAL NOT NULL,
+    finished REAL
+);
+CREATE TABLE IF NOT EXISTS evaluations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    campaign TEXT NOT NULL REFERENCES campaigns(id),
+    seq INTEGER NOT NULL,
+    phase TEXT NOT NULL,             -- replay | coverage | mutate | shrink
+    pipeline_hash TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    symptom TEXT,
+    outcome TEXT NOT NULL,
+    timings TEXT NOT NULL,
+    fresh INTEGER NOT NULL,
+    cached INTEGER NOT NULL,
+    created REAL NOT NULL,
+    UNIQUE (campaign, pipeline_hash)
+);
+CREATE INDEX IF NOT EXISTS evaluations_campaign ON evaluations(campaign, seq);
+CREATE TABLE IF NOT EXISTS findings (
+    id TEXT PRIMARY KEY,
+    campaign TEXT NOT NULL REFERENCES campaigns(id),
+    model TEXT NOT NULL,
+    symptom TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    bucket TEXT NOT NULL,
+    status TEXT NOT NULL,            -- new | confirmed | fixed | flaky
+    flip_rate REAL,
+    data TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS findings_bucket ON findings(bucket);
+CREATE INDEX IF NOT EXISTS findings_model ON findings(model, status);
+"""
+
+
+class Store:
+    """The store of one directory. Use as a context manager."""
+
+    def __init__(self, directory: Path):
+        self.path = Path(directory) / "fuzzconv.sqlite"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise UsageError(f"cannot open the store {self.path}: {exc}") from None
+        self.db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- campaigns ---------------------------------------------------------------------------
+    def new_campaign(self, model: str, seed: int, config: dict[str, Any],
+                     versions: dict[str, str]) -> str:
+        cid = "C-" + time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
+        self.db.execute(
+            "INSERT INTO campaigns (id, model, seed, config, versions, status, started) "
+            "VALUES (?, ?, ?, ?, ?, 'running', ?)",
+            (cid, model, seed, json.dumps(config, sort_keys=True), json.dumps(versions), time.time()))
+        return cid
+
+    def campaign(self, cid: str) -> dict[str, Any]:
+        rows = self.db.execute("SELECT * FROM campaigns WHERE id = ? OR id LIKE ?",
+                               (cid, cid + "%")).fetchall()
+        if not rows:
+            raise UsageError(f"no campaign {cid!r} in {self.path.parent}")
+        if len(rows) > 1:
+            raise UsageError(f"campaign prefix {cid!r} is ambiguous ({len(rows)} match)")
+        d = dict(rows[0])
+        d["config"] = json.loads(d["config"])
+        d["versions"] = json.loads(d["versions"])
+        return d
+
+    def campaigns(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM campaigns ORDER BY started")]
+
+    def set_campaign_status(self, cid: str, status: str) -> None:
+        self.db.execute("UPDATE campaigns SET status = ?, finished = ? WHERE id = ?",
+                        (status, time.time(), cid))
+
+    # -- evaluations -------------------------------------------------------------------------
+    def add_evaluation(self, cid: str, phase: str, pipeline: dict[str, Any], pipeline_hash: str,
+                       symptom: str | None, outcome: dict[str, Any], timings: dict[str, float],
+                       fresh: int, cached: int) -> int:
+        seq = self.evaluation_count(cid)
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO evaluations (campaign, seq, phase, pipeline_hash, pipeline, symptom,"
+            " outcome, timings, fresh, cached, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (cid, seq, phase, pipeline_hash, json.dumps(pipeline, sort_keys=True), symptom,
+             json.dumps(outcome, default=str), json.dumps(timings), fresh, cached, time.time()))
+        return cur.lastrowid or 0
+
+    def evaluation_count(self, cid: str) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM evaluations WHERE campaign = ?",
+                               (cid,)).fetchone()[0]
+
+    def evaluations(self, cid: str) -> Iterator[dict[str, Any]]:
+        for r in self.db.execute("SELECT * FROM evaluations WHERE campaign = ? ORDER BY seq", (cid,)):
+            d = dict(r)
+            for k in ("pipeline", "outcome", "timings"):
+                d[k] = json.loads(d[k])
+            yield d
+
+    def evaluated_hashes(self, cid: str) -> set[str]:
+        return {r[0] for r in self.db.execute(
+            "SELECT pipeline_hash FROM evaluations WHERE campaign = ?", (cid,))}
+
+    # -- findings ----------------------------------------------------------------------------
+    def upsert_finding(self, finding: dict[str, Any], cid: str, bucket: str) -> None:
+        now = time.time()
+        old = self.db.execute("SELECT first_seen FROM findings WHERE id = ?",
+                              (finding["id"],)).fetchone()
+        first = old[0] if old else now
+        status = finding.get("status", "new")
+        self.db.execute(
+            "INSERT OR REPLACE INTO findings (id, campaign, model, symptom, signature, bucket, status,"
+            " flip_rate, data, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (finding["id"], cid, finding["model"], finding["symptom"], finding["signature"], bucket,
+             status, finding.get("flip_rate"), json.dumps(finding, sort_keys=True, default=str),
+             first, now))
+
+    def set_finding_status(self, fid: str, status: str, extra: dict[str, Any] | None = None) -> None:
+        f = self.finding(fid)
+        f["status"] = status
+        f.update(extra or {})
+        self.db.execute("UPDATE findings SET status = ?, data = ?, last_seen = ? WHERE id = ?",
+                        (status, json.dumps(f, sort_keys=True, default=str), time.time(), f["id"]))
+
+    def finding(self, fid: str) -> dict[str, Any]:
+        rows = self.db.execute("SELECT data FROM findings WHERE id = ? OR id LIKE ? LIMIT 3",
+                               (fid, fid + "%")).fetchall()
+        if not rows:
+            raise UsageError(f"no finding {fid!r} in {self.path.parent}")
+        if len(rows) > 1:
+            raise UsageError(f"finding prefix {fid!r} is ambiguous")
+        return json.loads(rows[0][0])
+
+    def findings(self, model: str | None = None, campaign: str | None = None,
+                 symptom: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        q, args = "SELECT data FROM findings WHERE 1=1", []
+        for col, val in (("model", model), ("campaign", campaign), ("symptom", symptom),
+                         ("status", status)):
+            if val is not None:
+                q += f" AND {col} = ?"
+                args.append(val)
+        return [json.loads(r[0]) for r in self.db.execute(q + " ORDER BY first_seen", args)]
+
+    def integrity_ok(self) -> bool:
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

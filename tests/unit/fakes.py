@@ -1,0 +1,121 @@
+"""Fake steps and an in-process fake executor: the engine and shrinker tested without frameworks.
+
+Like Polygraphy's fake checkers, a fault is a predicate over the pipeline: when it holds, the
+fake runtime's outputs are perturbed on chosen images. Everything else agrees with the reference.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from fuzzconv.executor import BudgetExhausted, Evaluation, Failure
+from fuzzconv.pipeline import Pipeline
+from fuzzconv.registry import Operation, Registry
+
+
+def _noop(*args, **kwargs):  # the fake executor never calls step functions
+    raise AssertionError("fake steps do not run")
+
+
+def fake_registry() -> Registry:
+    reg = Registry()
+    ops = [
+        Operation("fake.to_onnx", "step", "keras", "onnx", "tf", _noop,
+                  {"opset": [13, 17]}, {"opset": 13}),
+        Operation("fake.rewrite", "step", "onnx", "onnx", "ort", _noop,
+                  {"level": [0, 1, 2]}, {"level": 0}),
+        Operation("fake.to_relax", "step", "onnx", "relax", "tvm", _noop, {}, {}),
+        Operation("fake.pass", "step", "relax", "relax", "tvm", _noop,
+                  {"name": ["a", "b", "c"]}, {"name": "a"}),
+        Operation("keras", "runtime", "keras", None, "tf", _noop,
+                  {"jit": [False, True]}, {"jit": False}),
+        Operation("fake_ort", "runtime", "onnx", None, "ort", _noop,
+                  {"level": ["all", "disable"]}, {"level": "all"}),
+        Operation("fake_tvm", "runtime", "relax", None, "tvm", _noop, {}, {}),
+    ]
+    for op in ops:
+        reg.add(op)
+    return reg
+
+
+Fault = Callable[[Pipeline], bool]
+
+
+@dataclass
+class FakeCorpus:
+    n: int = 20
+
+    @property
+    def paths(self) -> list[str]:
+        return [f"img{i:03d}.png" for i in range(self.n)]
+
+    @property
+    def digest(self) -> str:
+        return f"fake{self.n}"
+
+    def __len__(self) -> int:
+        return self.n
+
+    def subset(self, idx: list[int]) -> "FakeCorpus":
+        return FakeCorpus(len(idx))
+
+
+@dataclass
+class FakeExecutor:
+    """Evaluates pipelines in-process. ``faults`` map a symptom to a predicate on pipelines."""
+
+    registry: Registry = field(default_factory=fake_registry)
+    flip_faults: list[Fault] = field(default_factory=list)
+    crash_faults: list[Fault] = field(default_factory=list)
+    seconds_per_eval: float = 0.0
+    deadline: float | None = None
+    listener: object = None
+    calls: list[str] = field(default_factory=list)
+    classes: int = 10
+
+    def reference_pipeline(self, model: str) -> Pipeline:
+        return Pipeline.make(self.registry, model, [], "keras")
+
+    def _ref_logits(self, n: int) -> np.ndarray:
+        rng = np.random.default_rng(0)
+        logits = rng.standard_normal((n, self.classes)).astype(np.float32) * 4
+        return logits
+
+    def reference(self, model: str, corpus: FakeCorpus) -> Evaluation:
+        return Evaluation(self.reference_pipeline(model), self._ref_logits(len(corpus)),
+                          timings={"infer": 0.01})
+
+    def evaluate(self, p: Pipeline, corpus: FakeCorpus, cold: bool = False,
+                 repeats: int = 0) -> Evaluation:
+        if self.seconds_per_eval:
+            left = None if self.deadline is None else self.deadline - time.monotonic()
+            if left is not None and left < self.seconds_per_eval:
+                time.sleep(max(left, 0))
+                raise BudgetExhausted()
+            time.sleep(self.seconds_per_eval)
+        self.calls.append(p.hash)
+        for fault in self.crash_faults:
+            if fault(p):
+                return Evaluation(p, None, Failure("crash", "step 1", p.steps[0].name if p.steps
+                                                   else p.runtime.name, "SIGSEGV", "boom"), fresh=1)
+        logits = self._ref_logits(len(corpus))
+        if any(f(p) for f in self.flip_faults):
+            # move the runner-up above the top-1 on every other image
+            for i in range(0, len(logits), 2):
+                order = np.argsort(-logits[i])
+                logits[i, order[1]] = logits[i, order[0]] + 1.0
+        return Evaluation(p, logits, timings={"infer": 0.01}, fresh=1)
+
+
+def has(step: str, **params) -> Fault:
+    """A fault that fires when the pipeline holds ``step`` with these parameter values."""
+
+    def pred(p: Pipeline) -> bool:
+        return any(s.name == step and all(s.params.get(k) == v for k, v in params.items())
+                   for s in (*p.steps, p.runtime))
+
+    return pred

@@ -1,0 +1,140 @@
+"""The hunt engine on fake steps: finds injected faults, holds its budget, resumes, is seeded."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from fuzzconv.engine import Hunt, HuntConfig, parse_budget
+from fuzzconv.errors import UsageError
+from fuzzconv.store import Store
+
+from .fakes import FakeCorpus, FakeExecutor, has
+
+
+def hunt(tmp_path, ex: FakeExecutor, **cfg) -> tuple[Hunt, Store]:
+    store = Store(tmp_path)
+    config = HuntConfig(model="tiny_keras", **{"budget_s": 60.0, **cfg})
+    return Hunt(ex, store, config, FakeCorpus()), store
+
+
+def test_injected_flip_is_found_with_its_culprit(tmp_path):
+    ex = FakeExecutor(flip_faults=[has("fake.pass", name="b")])
+    h, store = hunt(tmp_path, ex, max_evals=40)
+    result = h.run()
+    flips = [f for f in result.findings if f["symptom"] == "label_flip"]
+    assert len(flips) == 1
+    f = flips[0]
+    assert f["culprit"] == {"step": "fake.pass", "params": {"name": "b"}}
+    assert f["flip_rate"] == pytest.approx(0.5)
+    assert f["fix_hint"] == "dropping fake.pass agrees"
+    assert f["phase"] == "coverage"
+    # stored, in the contract shape
+    assert store.finding(f["id"])["signature"] == f["signature"]
+
+
+def test_coverage_tries_every_parameter_value_before_mutating(tmp_path):
+    ex = FakeExecutor()
+    h, _ = hunt(tmp_path, ex, max_evals=200)
+    plan = h.coverage_plan()
+    tried = {(s.name, k, str(v)) for c in plan for s in (*c.pipeline.steps, c.pipeline.runtime)
+             for k, v in s.params.items()}
+    for step, param, values in [("fake.to_onnx", "opset", [13, 17]),
+                                ("fake.rewrite", "level", [0, 1, 2]),
+                                ("fake.pass", "name", ["a", "b", "c"]),
+                                ("fake_ort", "level", ["all", "disable"]),
+                                ("keras", "jit", [True])]:
+        for v in values:
+            assert (step, param, str(v)) in tried, (step, param, v)
+    assert all(c.phase == "coverage" for c in plan)
+
+
+def test_crash_signature_names_the_failing_step(tmp_path):
+    ex = FakeExecutor(crash_faults=[has("fake.rewrite", level=2)])
+    h, _ = hunt(tmp_path, ex, max_evals=30)
+    result = h.run()
+    crashes = [f for f in result.findings if f["symptom"] == "crash"]
+    assert crashes and crashes[0]["signature"].startswith("crash:")
+    assert crashes[0]["failure"]["error_class"] == "SIGSEGV"
+
+
+def test_budget_holds(tmp_path):
+    ex = FakeExecutor(seconds_per_eval=0.1)
+    h, _ = hunt(tmp_path, ex, budget_s=1.0)
+    t0 = time.monotonic()
+    result = h.run()
+    elapsed = time.monotonic() - t0
+    assert result.stopped == "budget"
+    assert 0 < result.evaluations <= 10
+    assert elapsed <= 1.0 * 1.05 + 0.05
+
+
+def test_same_seed_same_pipelines_and_findings(tmp_path):
+    runs = []
+    for i in range(2):
+        ex = FakeExecutor(flip_faults=[has("fake.rewrite", level=1), has("fake_ort", level="disable")])
+        h, _ = hunt(tmp_path / str(i), ex, max_evals=60, seed=7)
+        result = h.run()
+        runs.append((ex.calls, sorted(f["signature"] for f in result.findings)))
+    assert runs[0] == runs[1]
+    other = FakeExecutor()
+    hunt(tmp_path / "other", other, max_evals=60, seed=8)[0].run()
+    assert other.calls[:20] != runs[0][0][:20] or other.calls != runs[0][0]
+
+
+def test_resume_evaluates_nothing_twice(tmp_path):
+    ex = FakeExecutor(flip_faults=[has("fake.pass", name="c")])
+    h, store = hunt(tmp_path, ex, max_evals=12, seed=3)
+    first = h.run()
+    assert len(ex.calls) == 12
+    ex2 = FakeExecutor(flip_faults=[has("fake.pass", name="c")])
+    h2 = Hunt(ex2, store, HuntConfig(model="tiny_keras", seed=3, budget_s=60, max_evals=25),
+              FakeCorpus())
+    second = h2.run(resume=first.campaign)
+    assert second.campaign == first.campaign
+    assert len(ex2.calls) == 13  # only the new ones
+    assert not set(ex.calls) & set(ex2.calls)
+    assert store.evaluation_count(first.campaign) == 25
+    # the same sequence as one uninterrupted run
+    ex3 = FakeExecutor(flip_faults=[has("fake.pass", name="c")])
+    hunt(tmp_path / "straight", ex3, max_evals=25, seed=3)[0].run()
+    assert ex.calls + ex2.calls == ex3.calls
+    assert store.integrity_ok()
+
+
+def test_focus_puts_the_step_in_every_pipeline(tmp_path):
+    ex = FakeExecutor()
+    h, _ = hunt(tmp_path, ex, max_evals=30, focus="fake.rewrite")
+    h.run()
+    evaluated = [o.pipeline for o in h.outcomes.values()]
+    assert len(evaluated) == 30
+    assert all(any(s.name == "fake.rewrite" for s in p.steps) for p in evaluated)
+
+
+def test_replay_marks_fixed_and_confirmed(tmp_path):
+    ex = FakeExecutor(flip_faults=[has("fake.pass", name="b"), has("fake_ort", level="disable")])
+    h, store = hunt(tmp_path, ex, max_evals=40)
+    first = h.run()
+    assert len(first.findings) == 2
+    # one of the two bugs is fixed upstream
+    ex2 = FakeExecutor(flip_faults=[has("fake.pass", name="b")])
+    h2 = Hunt(ex2, store, HuntConfig(model="tiny_keras", budget_s=60, max_evals=1), FakeCorpus())
+    second = h2.run()
+    statuses = sorted(second.replayed.values())
+    assert statuses == ["confirmed", "fixed"]
+    fixed = [f for f in store.findings(status="fixed")]
+    assert len(fixed) == 1 and fixed[0]["culprit"]["step"] == "fake_ort"
+    assert "fixed_in" in fixed[0]
+
+
+@pytest.mark.parametrize("text,secs", [("90s", 90), ("15m", 900), ("1h30m", 5400), ("2h", 7200),
+                                       ("45", 45), ("0.5m", 30)])
+def test_parse_budget(text, secs):
+    assert parse_budget(text) == secs
+
+
+@pytest.mark.parametrize("text", ["", "fast", "15x", "-5", "0", "m"])
+def test_bad_budget_is_a_usage_error(text):
+    with pytest.raises(UsageError):
+        parse_budget(text)

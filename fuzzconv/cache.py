@@ -24,6 +24,13 @@ from typing import Any
 DEFAULT_CAP_BYTES = 20 * 1024**3
 
 
+def cache_home() -> Path:
+    """Per-user cache shared by every store (calibrated models, synthetic images):
+    ``$FUZZCONV_CACHE``, or ``~/.cache/fuzzconv``."""
+    env = os.environ.get("FUZZCONV_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "fuzzconv"
+
+
 def key_of(*parts: Any) -> str:
     """A stable key for JSON-able parts."""
     blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)

@@ -62,17 +62,6 @@ def _print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def _corpus(images: Path | None, limit: int | None = None) -> Any:
-    from .corpora import default_corpus, from_directory
-
-    corpus = from_directory(images) if images is not None else default_corpus()
-    if limit is not None:
-        if limit < 1:
-            raise UsageError("--limit must be at least 1")
-        corpus = corpus.subset(list(range(min(limit, len(corpus)))))
-    return corpus
-
-
 class _Status:
     """A rich spinner that the executor's listener updates: what is running right now."""
 
@@ -123,7 +112,9 @@ def models(
     if check:
         from .check import check_models
 
-        corpus = _corpus(images)
+        from .corpora import select
+
+        corpus = select(images)
         with _Status() as status:
             results = check_models(specs, corpus, store=store, weights=weights, listener=status)
         for row, res in zip(rows, results):
@@ -198,9 +189,8 @@ def run(
     """Run one pipeline and compare it with the reference (exit 1 when it diverges)."""
     from .runner import run_pipeline
 
-    corpus = _corpus(images, limit)
     with _Status() as status:
-        result = run_pipeline(pipeline_file, corpus, store=store, plugins=plugin or [],
+        result = run_pipeline(pipeline_file, images, limit, store=store, plugins=plugin or [],
                               weights=weights, timeout=timeout, listener=status)
     if json_:
         _print_json(result)

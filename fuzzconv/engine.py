@@ -248,7 +248,7 @@ class Hunt:
                 return None
             params = op.canonical_params({atom.param: value} if atom.param else {})
             return self._make(steps, Step.make(op.name, params))
-        if op.optional:
+        if op.optional and not any(s.name == op.name for s in steps):
             pos = self.space.insert_positions(base, op)
             if not pos:
                 return None
@@ -452,7 +452,7 @@ class Hunt:
                 self.store.upsert_finding(f, self.cid, f["bucket"])
                 return None
         cmp = out.comparison or {}
-        paths = list(getattr(self.corpus, "paths", []))
+        paths = list(getattr(self.corpus, "names", getattr(self.corpus, "paths", [])))
         failing = [paths[i] for i in cmp.get("flipped", []) if i < len(paths)]
         fid = "F-" + hashlib.sha256(f"{self.cid}|{signature}".encode()).hexdigest()[:8]
         bucket = hashlib.sha256(json.dumps(

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .cache import Cache, key_of
+from .cache import Cache, cache_home, key_of
 from .errors import UsageError
 from .pipeline import Pipeline
 from .registry import ARTIFACT_FILE, Registry
@@ -30,11 +30,6 @@ from .zoo import ModelSpec, get_model
 SOURCE_RUNTIME = {"keras": "keras", "torch": "torch"}
 # Bump when a change to fuzzconv makes old cached artifacts wrong.
 CACHE_EPOCH = 1
-
-
-def default_cache_home() -> Path:
-    """Where calibrated source models are kept across stores (``$FUZZCONV_CACHE`` overrides)."""
-    return Path(os.environ.get("FUZZCONV_CACHE", Path.home() / ".cache" / "fuzzconv"))
 
 
 @dataclass
@@ -113,7 +108,7 @@ class Executor:
         self.batch_size = batch_size
         kw = {} if cache_cap_bytes is None else {"cap_bytes": cache_cap_bytes}
         self.cache = Cache(self.store_dir / "cache", **kw)
-        self.source_cache = Cache(Path(source_cache or default_cache_home() / "models"))
+        self.source_cache = Cache(Path(source_cache or cache_home() / "models"))
         self._weights_key = self._weights_identity(weights)
 
     def _say(self, what: str) -> None:

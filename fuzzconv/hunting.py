@@ -72,7 +72,7 @@ def run_hunt(*, model: str | None, budget: str, max_evals: int | None, seed: int
              images: Path | None, limit: int, device: str, plugins: list[Path], focus: str | None,
              store: Path, resume: str | None, weights: str, timeout: float | None, max_chain: int,
              thresholds: dict[str, float], console: Console, show_progress: bool) -> HuntResult:
-    from .corpora import default_corpus, from_directory
+    from .corpora import select
 
     budget_s = parse_budget(budget)
     if max_evals is not None and max_evals < 1:
@@ -94,9 +94,7 @@ def run_hunt(*, model: str | None, budget: str, max_evals: int | None, seed: int
                                  max_evals=max_evals, focus=focus, device=device,
                                  max_chain=max_chain, images=limit, thresholds=thresholds,
                                  images_dir=str(Path(images).resolve()) if images else None)
-            corpus = (from_directory(Path(cfg.images_dir)) if cfg.images_dir is not None
-                      else default_corpus())
-            corpus = corpus.subset(list(range(min(cfg.images or limit, len(corpus)))))
+            corpus = select(cfg.images_dir, cfg.images or limit)
             progress = _Progress(console, budget_s, show_progress)
             ex.listener = progress.step
             hunt = Hunt(ex, db, cfg, corpus, listener=progress)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from .corpora import select
 from .errors import UsageError
 from .oracle import Thresholds, compare, judge
 from .pipeline import Pipeline
@@ -27,7 +28,7 @@ def load_pipeline_file(path: Path, registry: Registry) -> Pipeline:
     return Pipeline.from_dict(data, registry)
 
 
-def run_pipeline(pipeline_file: Path, corpus: Any, *, store: Path, plugins: list[Path],
+def run_pipeline(pipeline_file: Path, images: Path | None, limit: int | None, *, store: Path, plugins: list[Path],
                  weights: str = "calibrated", timeout: float | None = None,
                  thresholds: Thresholds = Thresholds(),
                  listener: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -35,6 +36,7 @@ def run_pipeline(pipeline_file: Path, corpus: Any, *, store: Path, plugins: list
     with open_session(store, plugins, weights=weights, timeout=timeout,
                       listener=listener) as ex:
         pipeline = load_pipeline_file(pipeline_file, ex.registry)
+        corpus = select(images, limit)
         ref = ex.reference(pipeline.model, corpus)
         ev = ex.evaluate(pipeline, corpus)
         cmp = compare(ref.logits, ev.logits, thresholds) if ev.ok else None  # type: ignore[arg-type]

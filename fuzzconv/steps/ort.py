@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 
 from ..plugins import StepContext, runtime
+from .keras import INPUT_LAYOUT_KEY
 
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
            "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
@@ -31,8 +32,13 @@ def ort_runtime(ctx: StepContext, artifact: Path, graph_optimization_level: str 
         providers = ["CUDAExecutionProvider"]
     sess = ort.InferenceSession(str(artifact), opts, providers=providers)
     name = sess.get_inputs()[0].name
+    # keras.tf2onnx(inputs_as_nchw=True) records that the ONNX input is NCHW while batches
+    # arrive in the model's NHWC layout.
+    layout = sess.get_modelmeta().custom_metadata_map.get(INPUT_LAYOUT_KEY)
+    nchw = layout == "NCHW" and ctx.model["layout"] == "NHWC"
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        return sess.run(None, {name: batch.astype(np.float32)})[0]
+        x = batch.transpose(0, 3, 1, 2) if nchw else batch
+        return sess.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
     return predict

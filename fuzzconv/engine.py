@@ -35,10 +35,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from .errors import UsageError
-from .executor import BudgetExhausted, Evaluation, Executor
-from .oracle import Comparison, Thresholds, compare, judge
+from .evaluator import Evaluator, Outcome
+from .executor import BudgetExhausted, Executor
+from .oracle import Thresholds
 from .pipeline import Pipeline, Step
 from .store import Store
+from .shrink import minimize, signature_of
 from .strategies import Atom, Space, seeded_chooser
 from .versions import stack_versions
 
@@ -59,6 +61,7 @@ class HuntConfig:
     max_optional: int = 3
     images: int = 0
     images_dir: str | None = None
+    shrink: bool = True
     thresholds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,30 +74,6 @@ class Candidate:
     phase: str
     base: Pipeline | None = None  # the all-defaults pipeline a coverage variant differs from
     atom: Atom | None = None
-
-
-@dataclass
-class Outcome:
-    """One evaluated pipeline as the search sees it."""
-
-    pipeline: Pipeline
-    symptom: str | None
-    comparison: dict[str, Any] | None
-    failure: dict[str, Any] | None
-    timings: dict[str, float]
-    fresh: int
-    cached: int
-
-    @property
-    def energy(self) -> float:
-        c = self.comparison or {}
-        e = 1.0
-        if self.symptom:
-            e += 8.0
-        e += 10.0 * float(c.get("flip_rate") or 0.0)
-        e += 2.0 * min(1.0, float(c.get("max_rel_diff") or 0.0) / 1e-3)
-        e += 1.0 if c.get("tie_flips") else 0.0
-        return e
 
 
 @dataclass
@@ -136,14 +115,14 @@ class Hunt:
         self.rng = random.Random(config.seed)
         self.outcomes: dict[str, Outcome] = {}
         self.findings: dict[str, dict[str, Any]] = {}  # signature -> finding
+        self.aliases: dict[str, str] = {}  # provisional signature -> signature after shrinking
         self.known: set[str] = set()  # hashes evaluated in this campaign (resume)
         self.stored: dict[str, dict[str, Any]] = {}
         self.cid = ""
         self.evals = 0
         self.cache_hits = 0
         self.fresh = 0
-        self.ref: Evaluation | None = None
-        self.ref_infer: float | None = None
+        self.evaluator = Evaluator(executor, config.model, corpus, self.thresholds)
 
     # -- the campaign ------------------------------------------------------------------------
     def run(self, resume: str | None = None) -> HuntResult:
@@ -156,6 +135,7 @@ class Hunt:
             self.stored = {e["pipeline_hash"]: e for e in self.store.evaluations(resume)}
             for f in self.store.findings(campaign=resume):
                 self.findings[f["signature"]] = f
+                self.aliases[f.get("found_as", f["signature"])] = f["signature"]
         else:
             self.cid = self.store.new_campaign(self.config.model, self.config.seed,
                                                self.config.to_dict(), stack_versions())
@@ -164,8 +144,7 @@ class Hunt:
         replayed: dict[str, str] = {}
         try:
             self.listener("stage", {"what": f"reference run of {self.config.model}"})
-            self.ref = self.ex.reference(self.config.model, self.corpus)
-            self.ref_infer = self.ref.timings.get("infer")
+            self.evaluator.reference  # noqa: B018 - fail early, before any search
             replayed = self._replay()
             for cand in self._candidates():
                 if self.config.max_evals is not None and self.evals >= self.config.max_evals:
@@ -359,30 +338,7 @@ class Hunt:
             o = stored["outcome"]
             return Outcome(p, stored["symptom"], o.get("comparison"), o.get("failure"),
                            stored["timings"], 0, stored["cached"] + stored["fresh"])
-        ev = self.ex.evaluate(p, self.corpus)
-        cmp: Comparison | None = None
-        if ev.ok:
-            assert self.ref is not None and self.ref.logits is not None and ev.logits is not None
-            cmp = compare(self.ref.logits, ev.logits, self.thresholds)
-        symptom = judge(cmp, self.thresholds, ev.failure)
-        if symptom is None and cmp is not None:
-            symptom = self._slowdown(p, ev)
-        return Outcome(p, symptom, cmp.to_dict() if cmp else None,
-                       ev.failure.to_dict() if ev.failure else None, ev.timings, ev.fresh, ev.cached)
-
-    def _slowdown(self, p: Pipeline, ev: Evaluation) -> str | None:
-        """Confirm a suspected slowdown by timing it beside the reference, warm, repeated."""
-        infer = ev.timings.get("infer")
-        if not infer or not self.ref_infer or infer < self.thresholds.slowdown * self.ref_infer:
-            return None
-        few = self.corpus.subset(list(range(min(8, len(self.corpus)))))
-        ref = self.ex.evaluate(self.ex.reference_pipeline(self.config.model), few, repeats=5)
-        run = self.ex.evaluate(p, few, repeats=5)
-        if not (ref.batch_seconds and run.batch_seconds):
-            return None
-        factor = _median(run.batch_seconds) / max(_median(ref.batch_seconds), 1e-9)
-        ev.timings["slowdown_factor"] = round(factor, 3)
-        return "slowdown" if factor > self.thresholds.slowdown else None
+        return self.evaluator.outcome(p)
 
     def _evaluate(self, cand: Candidate) -> None:
         p = cand.pipeline
@@ -427,48 +383,43 @@ class Hunt:
             hint = f"the all-defaults {cand.base.label()} agrees"
         return {"step": op.name, "params": changed.params}, hint
 
+    def _known(self, signature: str) -> dict[str, Any] | None:
+        return self.findings.get(self.aliases.get(signature, signature))
+
+    def _count_hit(self, f: dict[str, Any]) -> None:
+        f["hits"] = f.get("hits", 1) + 1
+        self.store.upsert_finding(f, self.cid, f["bucket"])
+
     def _record_finding(self, cand: Candidate, out: Outcome) -> str | None:
         culprit, hint = self._attribute(cand, out)
-        if out.failure is not None:
-            signature = f"{out.symptom}:{out.failure['step']}:{out.failure['error_class']}"
-        elif culprit is not None:
-            params = ",".join(f"{k}={_short(v)}" for k, v in sorted(culprit["params"].items()))
-            signature = f"{out.symptom}:{culprit['step']}" + (f":{params}" if params else "")
-        else:
-            signature = f"{out.symptom}:{out.pipeline.label()}"
-        if signature in self.findings:
-            f = self.findings[signature]
-            f["hits"] = f.get("hits", 1) + 1
-            self.store.upsert_finding(f, self.cid, f["bucket"])
+        provisional = signature_of(out, culprit)
+        known = self._known(provisional)
+        if known is not None:
+            self._count_hit(known)
             return None
         # A mutated pipeline holding an option that is already a finding with the same symptom
-        # is most likely that finding again: count it there rather than open a new one.
-        for f in self.findings.values():
-            c = f.get("culprit")
-            if (c and f["symptom"] == out.symptom and culprit is None and any(
-                    s.name == c["step"] and s.params == c["params"]
-                    for s in (*out.pipeline.steps, out.pipeline.runtime))):
-                f["hits"] = f.get("hits", 1) + 1
-                self.store.upsert_finding(f, self.cid, f["bucket"])
-                return None
+        # is most likely that finding again: count it there rather than shrink it anew.
+        if culprit is None:
+            for f in self.findings.values():
+                c = f.get("culprit")
+                if c and f["symptom"] == out.symptom and any(
+                        s.name == c["step"] and s.params == c["params"]
+                        for s in (*out.pipeline.steps, out.pipeline.runtime)):
+                    self._count_hit(f)
+                    return None
         cmp = out.comparison or {}
-        paths = list(getattr(self.corpus, "names", getattr(self.corpus, "paths", [])))
-        failing = [paths[i] for i in cmp.get("flipped", []) if i < len(paths)]
-        fid = "F-" + hashlib.sha256(f"{self.cid}|{signature}".encode()).hexdigest()[:8]
-        bucket = hashlib.sha256(json.dumps(
-            [self.config.model if culprit is None else "", out.symptom, culprit or out.pipeline.hash],
-            sort_keys=True).encode()).hexdigest()[:12]
-        finding = {
-            "id": fid,
+        names = list(getattr(self.corpus, "names", getattr(self.corpus, "paths", [])))
+        finding: dict[str, Any] = {
             "model": self.config.model,
             "symptom": out.symptom,
-            "signature": signature,
+            "signature": provisional,
             "flip_rate": cmp.get("flip_rate"),
             "images": len(self.corpus),
             "pipeline": out.pipeline.to_dict(),
             "minimal_pipeline": None,
             "culprit": culprit,
-            "failing_inputs": failing,
+            "failing_inputs": [names[i] for i in cmp.get("flipped", []) if i < len(names)],
+            "flipping_images": len(cmp.get("flipped", [])),
             "first_divergent_node": None,
             "fix_hint": hint,
             "evaluations": {"hunt": self.evals, "shrink": 0, "cache_hits": self.cache_hits},
@@ -477,16 +428,52 @@ class Hunt:
             "bundle": None,
             "campaign": self.cid,
             "status": "new",
-            "bucket": bucket,
             "hits": 1,
             "comparison": {k: v for k, v in cmp.items() if k not in ("flipped", "tied")} or None,
             "tie_flips": cmp.get("tie_flips", 0),
             "failure": out.failure,
             "phase": cand.phase,
+            "found_as": provisional,
         }
-        self.findings[signature] = finding
-        self.store.upsert_finding(finding, self.cid, bucket)
-        return fid
+        if self.config.shrink:
+            self.listener("stage", {"what": f"shrinking {out.pipeline.label()}"})
+            try:
+                extra = minimize(self.evaluator, out.pipeline,
+                                 lambda what: self.listener("stage", {"what": what}))
+            except BudgetExhausted:
+                self._store_new(finding)  # kept unshrunk; `fuzzconv shrink ID` can finish it
+                raise
+            # The hunt's own attribution stands when the shrinker could not do better.
+            if extra["culprit"] is None:
+                extra.pop("culprit")
+            finding.update({k: v for k, v in extra.items() if k not in ("shrink_fresh", "shrink_cache_hits")})
+            finding["evaluations"]["shrink"] = extra["shrink_fresh"]
+            finding["evaluations"]["cache_hits"] += extra["shrink_cache_hits"]
+            if finding["fix_hint"] is None:
+                finding["fix_hint"] = hint
+            known = self._known(finding["signature"])
+            if known is not None:
+                self.aliases[provisional] = known["signature"]
+                self._count_hit(known)
+                return None
+            self.aliases[provisional] = finding["signature"]
+        return self._store_new(finding)
+
+    def _store_new(self, finding: dict[str, Any]) -> str:
+        sig = finding["signature"]
+        finding["id"] = "F-" + hashlib.sha256(f"{self.cid}|{sig}".encode()).hexdigest()[:8]
+        finding["bucket"] = bucket_of(finding)
+        self.findings[sig] = finding
+        self.store.upsert_finding(finding, self.cid, finding["bucket"])
+        return finding["id"]
+
+
+def bucket_of(finding: dict[str, Any]) -> str:
+    """Findings with the same culprit step, parameters and symptom share a bucket, across models
+    and campaigns; without a culprit, the signature alone."""
+    c = finding.get("culprit")
+    key = [finding["symptom"], c["step"], c["params"]] if c else [finding["signature"]]
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _atoms_of(p: Pipeline) -> set[Atom]:
@@ -500,18 +487,6 @@ def _atoms_of(p: Pipeline) -> set[Atom]:
 
 def _chain_key(p: Pipeline, reg: Any) -> tuple[str, ...]:
     return tuple(s.name for s in p.steps if not reg.get(s.name).optional)
-
-
-def _short(v: Any) -> str:
-    if isinstance(v, list):
-        return "[" + ",".join(_short(x) for x in v) + "]"
-    return str(v)
-
-
-def _median(xs: list[float]) -> float:
-    s = sorted(xs)
-    n = len(s)
-    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
 
 
 def parse_budget(text: str) -> float:

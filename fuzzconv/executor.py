@@ -100,6 +100,8 @@ class Executor:
         self.listener = listener
         # A hunt sets this (time.monotonic() seconds) so no request outlives its budget.
         self.deadline: float | None = None
+        # Evaluations that had to run at least one step or runtime (not all from the cache).
+        self.fresh_evaluations = 0
         self.registry = registry
         self.pool = pool
         self.weights = weights
@@ -295,6 +297,8 @@ class Executor:
             except WorkerFailure as exc:
                 ev.failure = Failure(exc.symptom, f"runtime {rt.name}", rt.name, exc.error_class,
                                      exc.message, exc.stderr_tail)
+        if ev.fresh:
+            self.fresh_evaluations += 1
         meta = {"pipeline": pipeline.to_dict(), "timings": ev.timings}
         if ev.failure is not None:
             meta["failure"] = ev.failure.to_dict()

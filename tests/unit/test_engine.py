@@ -28,7 +28,9 @@ def test_injected_flip_is_found_with_its_culprit(tmp_path):
     f = flips[0]
     assert f["culprit"] == {"step": "fake.pass", "params": {"name": "b"}}
     assert f["flip_rate"] == pytest.approx(0.5)
-    assert f["fix_hint"] == "dropping fake.pass agrees"
+    assert f["fix_hint"] in ('fake.pass with name="a" agrees', "dropping fake.pass agrees")
+    assert f["minimal_pipeline"]["steps"][-1] == {"step": "fake.pass", "params": {"name": "b"}}
+    assert f["shrink"]["one_minimal"] is True
     assert f["phase"] == "coverage"
     # stored, in the contract shape
     assert store.finding(f["id"])["signature"] == f["signature"]
@@ -83,23 +85,26 @@ def test_same_seed_same_pipelines_and_findings(tmp_path):
     assert other.calls[:20] != runs[0][0][:20] or other.calls != runs[0][0]
 
 
-def test_resume_evaluates_nothing_twice(tmp_path):
+@pytest.mark.parametrize("shrink", [False, True])
+def test_resume_evaluates_nothing_twice(tmp_path, shrink):
     ex = FakeExecutor(flip_faults=[has("fake.pass", name="c")])
-    h, store = hunt(tmp_path, ex, max_evals=12, seed=3)
+    h, store = hunt(tmp_path, ex, max_evals=12, seed=3, shrink=shrink)
     first = h.run()
-    assert len(ex.calls) == 12
+    if not shrink:
+        assert len(ex.calls) == 12
     ex2 = FakeExecutor(flip_faults=[has("fake.pass", name="c")])
-    h2 = Hunt(ex2, store, HuntConfig(model="tiny_keras", seed=3, budget_s=60, max_evals=25),
-              FakeCorpus())
+    h2 = Hunt(ex2, store, HuntConfig(model="tiny_keras", seed=3, budget_s=60, max_evals=25,
+                                     shrink=shrink), FakeCorpus())
     second = h2.run(resume=first.campaign)
     assert second.campaign == first.campaign
-    assert len(ex2.calls) == 13  # only the new ones
-    assert not set(ex.calls) & set(ex2.calls)
+    assert not set(ex.calls) & set(ex2.calls)  # nothing evaluated twice, shrinking included
     assert store.evaluation_count(first.campaign) == 25
-    # the same sequence as one uninterrupted run
+    # the same sequence and findings as one uninterrupted run
     ex3 = FakeExecutor(flip_faults=[has("fake.pass", name="c")])
-    hunt(tmp_path / "straight", ex3, max_evals=25, seed=3)[0].run()
+    straight = hunt(tmp_path / "straight", ex3, max_evals=25, seed=3, shrink=shrink)[0].run()
     assert ex.calls + ex2.calls == ex3.calls
+    assert sorted(f["signature"] for f in second.findings) == sorted(
+        f["signature"] for f in straight.findings)
     assert store.integrity_ok()
 
 

@@ -1,0 +1,110 @@
+"""Turning a divergence into a fileable finding: shrink, localize, minimise inputs, check flakiness.
+
+:func:`minimize` is what the hunt calls on every new divergence and what ``fuzzconv shrink ID``
+calls on a stored finding. The pieces live in :mod:`.pipeline` (the shrink passes) and
+:mod:`.localize` (culprit, fix hint, minimal inputs).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..evaluator import Evaluator, Outcome
+from ..oracle import margins
+from ..pipeline import Pipeline
+from ..zoo import get_model
+from .localize import find_culprit, fix_hint, minimal_inputs
+from .pipeline import Shrinker, simplicity
+
+__all__ = ["minimize", "signature_of", "Shrinker", "simplicity"]
+
+FLAKY_RERUNS = 3
+
+
+def signature_of(out: Outcome, culprit: dict[str, Any] | None) -> str:
+    """``symptom:step[:params]``, or ``crash:step:ErrorClass`` — what buckets and dedup key on."""
+    if out.failure is not None:
+        return f"{out.symptom}:{out.failure['step']}:{out.failure['error_class']}"
+    if culprit is None:
+        return f"{out.symptom}:{out.pipeline.label()}"
+    params = ",".join(f"{k}={_short(v)}" for k, v in sorted(culprit["params"].items()))
+    return f"{out.symptom}:{culprit['step']}" + (f":{params}" if params else "")
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, list):
+        return "[" + ",".join(_short(x) for x in v) + "]"
+    return str(v)
+
+
+def minimize(evaluator: Evaluator, pipeline: Pipeline,
+             say: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Shrink ``pipeline`` (which must diverge) and localize what it shows.
+
+    Returns the finding fields this adds: ``minimal_pipeline``, ``culprit``, ``fix_hint``,
+    ``failing_inputs``, ``flipping_images``, ``signature``, ``flaky`` (+ ``flaky_spread``),
+    ``shrink`` (profile, 1-minimality) and the evaluation counts.
+    """
+    ex = evaluator.ex
+    reg = ex.registry
+    source = get_model(pipeline.model).source
+    fresh0, hits0 = _counts(ex)
+    say("shrinking")
+    shrinker = Shrinker(reg, evaluator.outcome, source)
+    res = shrinker.shrink(pipeline)
+    out = res.outcome
+    if out.failure is not None:
+        step = next(s for s in (*res.minimal.steps, res.minimal.runtime)
+                    if s.name == out.failure["step"])
+        culprit = {"step": step.name, "params": step.params}
+        probes = 0
+    else:
+        say("bisecting for the culprit step")
+        c = find_culprit(reg, res.minimal, evaluator.outcome, source)
+        culprit, step, probes = c.to_dict(), c.step, c.probes
+    hint = fix_hint(reg, res.minimal, step, evaluator.outcome, res.agreeing_neighbours)
+
+    failing: list[str] = []
+    flipping = 0
+    if out.comparison is not None:
+        say("minimising inputs")
+        ref = evaluator.reference.logits
+        assert ref is not None
+        names = list(getattr(evaluator.corpus, "names", getattr(evaluator.corpus, "paths", [])))
+
+        def confirm(i: int) -> bool:
+            one = Evaluator(ex, pipeline.model, evaluator.corpus.subset([i]), evaluator.thresholds)
+            return one.outcome(res.minimal).key == out.key
+
+        failing, flipping = minimal_inputs(out, list(margins(ref)), names, confirm)
+
+    say("re-running the minimal case cold")
+    reruns = [evaluator.outcome(res.minimal, cold=True) for _ in range(FLAKY_RERUNS)]
+    rates = [r.comparison["flip_rate"] if r.comparison else None for r in reruns]
+    keys = {r.key for r in reruns} | {out.key}
+    flaky = len(keys) > 1 or len({x for x in rates if x is not None} | (
+        {out.comparison["flip_rate"]} if out.comparison else set())) > 1
+    fresh1, hits1 = _counts(ex)
+    return {
+        "minimal_pipeline": res.minimal.to_dict(),
+        "culprit": culprit,
+        "fix_hint": hint,
+        "failing_inputs": failing,
+        "flipping_images": flipping,
+        "signature": signature_of(out, culprit),
+        "flaky": flaky,
+        "flaky_spread": {"symptoms": sorted(str(k[0]) for k in keys),
+                         "flip_rates": [x for x in rates if x is not None]},
+        "shrink": {"profile": res.profile, "one_minimal": res.one_minimal, "judged": res.judged,
+                   "culprit_probes": probes,
+                   "steps_before": len(pipeline.steps), "steps_after": len(res.minimal.steps)},
+        "shrink_fresh": fresh1 - fresh0,
+        "shrink_cache_hits": hits1 - hits0,
+    }
+
+
+def _counts(ex: Any) -> tuple[int, int]:
+    cache = getattr(ex, "cache", None)
+    fresh = getattr(ex, "fresh_evaluations", 0)
+    return fresh, (cache.hits if cache is not None else 0)
+

@@ -283,6 +283,162 @@ def _print_hunt(result: Any, store: Path) -> None:
     out.print(f"store: {store}/fuzzconv.sqlite — details with: fuzzconv hunt --json, or the store's findings table")
 
 
+# -- findings -------------------------------------------------------------------------------------
+def _open_store(store: Path) -> Any:
+    from .store import Store
+
+    if not (Path(store) / "fuzzconv.sqlite").exists():
+        raise UsageError(f"no fuzzconv store in {store} (run a hunt first, or pass --store)")
+    return Store(store)
+
+
+@app.command()
+def reports(
+    *,
+    model: Annotated[Optional[str], typer.Option("--model", help="Only this model.")] = None,
+    symptom: Annotated[Optional[str], typer.Option("--symptom", help="Only this symptom.")] = None,
+    status: Annotated[Optional[str], typer.Option("--status", help="new, confirmed, fixed or flaky.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Show at most N rows.")] = 50,
+    store: StoreOpt = Path("fuzzconv-out"),
+    json_: JsonOpt = False,
+) -> None:
+    """List findings, one row per bucket (same culprit step, parameters and symptom)."""
+    from .findings import STATUSES, buckets
+    from .oracle import SYMPTOMS
+
+    if status is not None and status not in STATUSES:
+        raise UsageError(f"unknown status {status!r} (known: {', '.join(STATUSES)})")
+    if symptom is not None and symptom not in SYMPTOMS:
+        raise UsageError(f"unknown symptom {symptom!r} (known: {', '.join(SYMPTOMS)})")
+    with _open_store(store) as db:
+        found = db.findings(model=model, symptom=symptom, status=status)
+    if json_:
+        _print_json(found[:limit] if limit else found)
+        return
+    rows = sorted(buckets(found), key=lambda r: (-(r["worst_flip_rate"] or 0), -r["count"]))
+    table = Table(title=f"{len(found)} findings in {len(rows)} buckets")
+    for c in ("ids", "symptom", "culprit", "count", "worst flip", "models", "first seen",
+              "last seen", "status"):
+        table.add_column(c, overflow="fold")
+    import time as _t
+
+    for r in rows[:limit]:
+        seen = [f for f in found if f["id"] in r["ids"]]
+        first = min(f["first_seen"] for f in seen)
+        last = max(f["last_seen"] for f in seen)
+        table.add_row(", ".join(r["ids"][:3]) + (" …" if len(r["ids"]) > 3 else ""), r["symptom"],
+                      _culprit(r["culprit"]), str(r["count"]),
+                      f"{r['worst_flip_rate']:.1%}" if r["worst_flip_rate"] is not None else "—",
+                      ", ".join(r["models"]), _t.strftime("%Y-%m-%d %H:%M", _t.localtime(first)),
+                      _t.strftime("%Y-%m-%d %H:%M", _t.localtime(last)), r["status"])
+    out.print(table)
+    if len(rows) > limit:
+        out.print(f"… {len(rows) - limit} more buckets (--limit)")
+
+
+def _culprit(c: Any) -> str:
+    if not c:
+        return "—"
+    params = ",".join(f"{k}={json.dumps(v)}" for k, v in c["params"].items())
+    return f"{c['step']}({params})" if params else c["step"]
+
+
+def _pipeline_text(p: Any) -> str:
+    if not p:
+        return "—"
+    parts = [_culprit({"step": s["step"], "params": s.get("params", {})}) for s in p["steps"]]
+    rt = p["runtime"]
+    return " → ".join(parts or ["(source)"]) + " ⇒ " + _culprit({"step": rt["name"],
+                                                                 "params": rt.get("params", {})})
+
+
+@app.command()
+def show(
+    finding_id: Annotated[str, typer.Argument(metavar="ID", help="Finding ID or unique prefix.")],
+    *,
+    store: StoreOpt = Path("fuzzconv-out"),
+    json_: JsonOpt = False,
+) -> None:
+    """Show one minimized finding."""
+    with _open_store(store) as db:
+        f = db.finding(finding_id)
+    if json_:
+        _print_json(f)
+        return
+    t = Table(title=f"{f['id']} — {f['symptom']} on {f['model']}", show_header=False)
+    t.add_column("what")
+    t.add_column("value", overflow="fold")
+    fr = f.get("flip_rate")
+    t.add_row("flip rate", f"{fr:.1%} of {f['images']} images" if fr is not None else "—")
+    t.add_row("signature", f["signature"])
+    t.add_row("status", f.get("status", "new") + (" (flaky)" if f.get("flaky") else ""))
+    t.add_row("pipeline as found", _pipeline_text(f["pipeline"]))
+    t.add_row("minimal pipeline", _pipeline_text(f.get("minimal_pipeline")))
+    t.add_row("culprit", _culprit(f.get("culprit")))
+    t.add_row("fix hint", f.get("fix_hint") or "—")
+    t.add_row("minimal inputs", ", ".join(f.get("failing_inputs") or []) or "—")
+    if f.get("flipping_images") is not None:
+        t.add_row("flipping images", str(f.get("flipping_images")))
+    t.add_row("first divergent node", f.get("first_divergent_node") or "—")
+    path = f.get("node_errors") or []
+    if path:
+        t.add_row("error along the path", "; ".join(f"{n['node']}: {n['max_abs']:.3g}" for n in path[:12]))
+    if f.get("reduced_model"):
+        t.add_row("reduced subgraph", f"{f['reduced_model'].get('nodes')} nodes: {f['reduced_model'].get('path')}")
+    if f.get("failure"):
+        t.add_row("error", f"{f['failure']['error_class']} at {f['failure']['stage']}: {f['failure']['message'][:300]}")
+    sh = f.get("shrink")
+    if sh:
+        prof = ", ".join(f"{k} {v['successes']}/{v['calls']}" for k, v in sh["profile"].items() if v["calls"])
+        t.add_row("shrinking", f"{sh['steps_before']} → {sh['steps_after']} steps; 1-minimal: "
+                               f"{sh['one_minimal']}; passes (accepted/tried): {prof or '—'}")
+    ev = f["evaluations"]
+    t.add_row("evaluations", f"hunt {ev['hunt']}, shrink {ev['shrink']} fresh, {ev['cache_hits']} cache hits")
+    t.add_row("versions", ", ".join(f"{k} {v}" for k, v in f["versions"].items()))
+    t.add_row("bundle", f.get("bundle") or "—")
+    out.print(t)
+
+
+@app.command()
+def shrink(
+    finding_id: Annotated[str, typer.Argument(metavar="ID", help="Finding ID or unique prefix.")],
+    *,
+    store: StoreOpt = Path("fuzzconv-out"),
+    plugin: PluginOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Shrink and localize a stored finding again."""
+    from .findings import shrink_finding
+
+    with _Status() as status:
+        f = shrink_finding(store, finding_id, plugin or [], status)
+    if json_:
+        _print_json(f)
+    else:
+        out.print(f"{f['id']}: {_pipeline_text(f.get('minimal_pipeline'))}; culprit "
+                  f"{_culprit(f.get('culprit'))}; fix hint: {f.get('fix_hint') or '—'}")
+
+
+@app.command()
+def repro(
+    finding_id: Annotated[str, typer.Argument(metavar="ID", help="Finding ID or unique prefix.")],
+    *,
+    store: StoreOpt = Path("fuzzconv-out"),
+    plugin: PluginOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Re-run a finding's minimal case from a cold cache (exit 1 if it still reproduces)."""
+    from .findings import repro_finding
+
+    with _Status() as status:
+        still, f = repro_finding(store, finding_id, plugin or [], status)
+    if json_:
+        _print_json({"id": f["id"], "reproduced": still, "status": f["status"]})
+    else:
+        out.print(f"{f['id']}: {'REPRODUCED' if still else 'no longer reproduces — marked fixed'}")
+    raise typer.Exit(1 if still else 0)
+
+
 def main() -> None:
     app()
 

@@ -165,23 +165,30 @@ class Store:
                         (status, json.dumps(f, sort_keys=True, default=str), time.time(), f["id"]))
 
     def finding(self, fid: str) -> dict[str, Any]:
-        rows = self.db.execute("SELECT data FROM findings WHERE id = ? OR id LIKE ? LIMIT 3",
-                               (fid, fid + "%")).fetchall()
+        rows = self.db.execute("SELECT data, first_seen, last_seen, status FROM findings "
+                               "WHERE id = ? OR id LIKE ? LIMIT 3", (fid, fid + "%")).fetchall()
         if not rows:
             raise UsageError(f"no finding {fid!r} in {self.path.parent}")
         if len(rows) > 1:
             raise UsageError(f"finding prefix {fid!r} is ambiguous")
-        return json.loads(rows[0][0])
+        f = json.loads(rows[0][0])
+        f.update(first_seen=rows[0][1], last_seen=rows[0][2], status=rows[0][3])
+        return f
 
     def findings(self, model: str | None = None, campaign: str | None = None,
                  symptom: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
-        q, args = "SELECT data FROM findings WHERE 1=1", []
+        q, args = "SELECT data, first_seen, last_seen, status, bucket FROM findings WHERE 1=1", []
         for col, val in (("model", model), ("campaign", campaign), ("symptom", symptom),
                          ("status", status)):
             if val is not None:
                 q += f" AND {col} = ?"
                 args.append(val)
-        return [json.loads(r[0]) for r in self.db.execute(q + " ORDER BY first_seen", args)]
+        out = []
+        for r in self.db.execute(q + " ORDER BY first_seen", args):
+            f = json.loads(r[0])
+            f.update(first_seen=r[1], last_seen=r[2], status=r[3], bucket=r[4])
+            out.append(f)
+        return out
 
     def integrity_ok(self) -> bool:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

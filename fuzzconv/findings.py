@@ -1,0 +1,98 @@
+"""Working with stored findings: re-shrink, reproduce, list by bucket.
+
+Each function opens what it needs from a store directory and leaves the store consistent whatever
+happens: a finding is rewritten only once its new state is complete.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+from .engine import HuntConfig, bucket_of
+from .evaluator import Evaluator
+from .oracle import Thresholds
+from .pipeline import Pipeline
+from .session import open_session
+from .store import Store
+from .versions import stack_versions
+
+STATUSES = ("new", "confirmed", "fixed", "flaky")
+
+
+def _context(db: Store, finding: dict[str, Any]) -> tuple[HuntConfig, Any]:
+    from .corpora import select
+
+    camp = db.campaign(finding["campaign"])
+    cfg = HuntConfig(**camp["config"])
+    return cfg, select(cfg.images_dir, cfg.images or None)
+
+
+def shrink_finding(store: Path, fid: str, plugins: list[Path],
+                   say: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Shrink and localize a stored finding again; returns the updated finding."""
+    from .shrink import minimize
+
+    with open_session(store, plugins, listener=say) as ex, Store(ex.store_dir) as db:
+        f = db.finding(fid)
+        cfg, corpus = _context(db, f)
+        ev = Evaluator(ex, f["model"], corpus, Thresholds(**cfg.thresholds))
+        p = Pipeline.from_dict(f["pipeline"], ex.registry)
+        if ev.outcome(p).symptom is None:
+            f["status"] = "fixed"
+            f["fixed_in"] = stack_versions()
+        else:
+            extra = minimize(ev, p, say)
+            f.update({k: v for k, v in extra.items() if k not in ("shrink_fresh", "shrink_cache_hits")})
+            f["evaluations"]["shrink"] = f["evaluations"].get("shrink", 0) + extra["shrink_fresh"]
+            f["evaluations"]["cache_hits"] += extra["shrink_cache_hits"]
+            if f["flaky"]:
+                f["status"] = "flaky"
+        db.upsert_finding(f, f["campaign"], bucket_of(f))
+        return f
+
+
+def repro_finding(store: Path, fid: str, plugins: list[Path],
+                  say: Callable[[str], None] = lambda s: None) -> tuple[bool, dict[str, Any]]:
+    """Re-run the minimal case from a cold cache. Returns (still reproduces, finding)."""
+    with open_session(store, plugins, listener=say) as ex, Store(ex.store_dir) as db:
+        f = db.finding(fid)
+        cfg, corpus = _context(db, f)
+        ev = Evaluator(ex, f["model"], corpus, Thresholds(**cfg.thresholds))
+        p = Pipeline.from_dict(f.get("minimal_pipeline") or f["pipeline"], ex.registry)
+        out = ev.outcome(p, cold=True)
+        still = out.symptom == f["symptom"]
+        if still:
+            db.set_finding_status(f["id"], "confirmed" if f["status"] != "flaky" else "flaky",
+                                  {"last_reproduced": time.time()})
+        else:
+            db.set_finding_status(f["id"], "fixed", {"fixed_in": stack_versions()})
+        return still, db.finding(f["id"])
+
+
+def buckets(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per bucket: count, worst flip rate, models, first/last seen, status."""
+    rows: dict[str, dict[str, Any]] = {}
+    models: dict[str, set[str]] = defaultdict(set)
+    for f in findings:
+        b = f.get("bucket") or bucket_of(f)
+        r = rows.setdefault(b, {"bucket": b, "symptom": f["symptom"], "culprit": f.get("culprit"),
+                                "signature": f["signature"], "count": 0, "worst_flip_rate": None,
+                                "ids": [], "statuses": set()})
+        r["count"] += 1
+        r["ids"].append(f["id"])
+        r["statuses"].add(f.get("status", "new"))
+        fr = f.get("flip_rate")
+        if fr is not None and (r["worst_flip_rate"] is None or fr > r["worst_flip_rate"]):
+            r["worst_flip_rate"] = fr
+        models[b].add(f["model"])
+    out = []
+    for b, r in rows.items():
+        st = r.pop("statuses")
+        # the bucket is as alive as its most alive finding
+        r["status"] = next(s for s in ("confirmed", "new", "flaky", "fixed") if s in st)
+        r["models"] = sorted(models[b])
+        out.append(r)
+    return out

@@ -1,0 +1,92 @@
+"""How much of a hunt's wall time is real conversion and inference work, and how a hunt compares
+with a naive loop that has no cache and no long-lived workers.
+
+Two measurements, side by side in one run:
+
+* **overhead ratio** — hunt wall time ÷ the summed irreducible step time, i.e. the seconds workers
+  spent inside steps and runtimes (convert, compile, load, infer) for every fresh evaluation, the
+  reference included. Goal ≤ 1.15.
+* **evaluations per hour** — the hunt against a naive loop over the same pipelines in the same
+  order: a fresh worker pool per pipeline (imports paid every time) and an empty cache per
+  pipeline (every prefix converted again).
+
+    .venv/bin/python benchmarks/perf/hunt_efficiency.py [--model tiny_keras] [--evals 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from fuzzconv.corpora import select  # noqa: E402
+from fuzzconv.engine import Hunt, HuntConfig  # noqa: E402
+from fuzzconv.executor import Executor  # noqa: E402
+from fuzzconv.pipeline import Pipeline  # noqa: E402
+from fuzzconv.registry import default_registry  # noqa: E402
+from fuzzconv.store import Store  # noqa: E402
+from fuzzconv.workers import WorkerPool  # noqa: E402
+
+WORK_KEYS = ("convert", "compile", "load", "infer")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="tiny_keras")
+    ap.add_argument("--evals", type=int, default=30)
+    ap.add_argument("--images", type=int, default=32)
+    ap.add_argument("--naive", type=int, default=8, help="pipelines to time in the naive loop")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="fuzzconv-hunt-bench-"))
+    os.environ.setdefault("FUZZCONV_CACHE", str(work / "home"))
+    reg = default_registry()
+    corpus = select(None, args.images)
+
+    # Build the calibrated source once, as a user's would already be.
+    with WorkerPool(work / "logs0") as pool:
+        Executor(work / "prep", reg, pool).reference(args.model, corpus)
+
+    store_dir = work / "hunt"
+    with WorkerPool(store_dir / "logs") as pool, Store(store_dir) as db:
+        ex = Executor(store_dir, reg, pool)
+        hunt = Hunt(ex, db, HuntConfig(model=args.model, budget_s=3600, max_evals=args.evals,
+                                        shrink=False), corpus)
+        t0 = time.perf_counter()
+        result = hunt.run()
+        wall = time.perf_counter() - t0
+        evals = list(db.evaluations(result.campaign))
+    ref_t = hunt.evaluator.reference.timings
+    work_s = sum(sum(e["timings"].get(k, 0.0) for k in WORK_KEYS) for e in evals)
+    work_s += sum(ref_t.get(k, 0.0) for k in WORK_KEYS)
+
+    # The naive loop: the first N pipelines of the hunt, each from scratch.
+    naive = [Pipeline.from_dict(e["pipeline"], reg) for e in evals[: args.naive]]
+    t1 = time.perf_counter()
+    for i, p in enumerate(naive):
+        d = work / f"naive{i}"
+        with WorkerPool(d / "logs") as pool:
+            ex = Executor(d, reg, pool)
+            ex.reference(args.model, corpus)
+            ex.evaluate(p, corpus)
+    naive_wall = time.perf_counter() - t1
+    hunt_rate = result.evaluations / wall * 3600
+    naive_rate = len(naive) / naive_wall * 3600
+    print(json.dumps({
+        "model": args.model, "images": args.images, "evaluations": result.evaluations,
+        "hunt_wall_s": round(wall, 2), "irreducible_s": round(work_s, 2),
+        "overhead_ratio": round(wall / work_s, 3) if work_s else None,
+        "cache_hits": result.cache_hits, "fresh": result.fresh,
+        "hunt_evals_per_hour": round(hunt_rate), "naive_evals_per_hour": round(naive_rate),
+        "speedup": round(hunt_rate / naive_rate, 2), "naive_pipelines": len(naive),
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,1 +1,119 @@
-"""keras steps (being written)."""
+"""keras steps and the ``keras`` runtime: Keras 3 models to ONNX (tf2onnx) and TFLite, and Keras itself.
+
+The ``keras`` runtime is the reference for Keras-source models (fp32, CPU, ``model(x,
+training=False)``); with ``jit_compile`` it runs the same model through XLA.
+
+Input layout convention: ``keras.tf2onnx`` with ``inputs_as_nchw=True`` makes the ONNX input NCHW
+while the model (and the corpus batches fed to every runtime) stay NHWC. The step records this as
+``metadata_props[INPUT_LAYOUT_KEY] = "NCHW"`` in the ONNX model; a runtime that executes an ONNX
+model (or anything converted from one) must transpose the NHWC batch it is given to NCHW when it
+sees that entry (:func:`onnx_input_layout` reads it). Without the entry the input is in the
+model's own layout.
+
+Everything framework-specific is imported inside the functions: the orchestrator imports this
+module to read the registry and must not load TensorFlow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+
+from ..plugins import StepContext, runtime, step
+
+if TYPE_CHECKING:
+    import keras
+    import onnx
+    import tensorflow as tf
+
+#: ``metadata_props`` key recording an ONNX input layout that differs from the model's.
+INPUT_LAYOUT_KEY = "fuzzconv.input_layout"
+#: The name every ONNX model made here gives its input.
+INPUT_NAME = "input"
+
+
+def load_keras(path: Path) -> "keras.Model":
+    """Load a ``.keras`` file without compiling it, refusing arbitrary code (no Lambda layers)."""
+    import keras
+
+    return keras.models.load_model(str(path), safe_mode=True, compile=False)
+
+
+def onnx_input_layout(model: "onnx.ModelProto") -> str | None:
+    """The input layout a step recorded in ``model`` (``"NCHW"``), or None when it kept the model's."""
+    for prop in model.metadata_props:
+        if prop.key == INPUT_LAYOUT_KEY:
+            return prop.value
+    return None
+
+
+def _input_spec(ctx: StepContext) -> "tf.TensorSpec":
+    """The input signature: any batch size, the model's image shape, float32."""
+    import tensorflow as tf
+
+    return tf.TensorSpec((None, *ctx.input_shape), tf.float32, name=INPUT_NAME)
+
+
+@step("keras.tf2onnx", src="keras", dst="onnx", family="tf", opset=[13, 15, 17],
+      inputs_as_nchw=[False, True])
+def keras_to_onnx(ctx: StepContext, src: Path, dst: Path, opset: int = 13,
+                  inputs_as_nchw: bool = False) -> None:
+    """tf2onnx ``from_keras`` with a dynamic batch; ``inputs_as_nchw`` transposes the input to NCHW."""
+    import onnx
+    import tf2onnx
+
+    model = load_keras(src)
+    proto, _ = tf2onnx.convert.from_keras(
+        model, input_signature=[_input_spec(ctx)], opset=int(opset),
+        # tf2onnx matches these against TF tensor names, before renaming them to INPUT_NAME.
+        inputs_as_nchw=[f"{INPUT_NAME}:0"] if inputs_as_nchw else None)
+    if inputs_as_nchw:
+        dims = proto.graph.input[0].type.tensor_type.shape.dim
+        h, w, c = ctx.input_shape
+        if [d.dim_value for d in dims[1:]] != [c, h, w]:
+            # Our contract, not the converter's behaviour: never mislabel an input's layout.
+            raise RuntimeError(f"tf2onnx did not make the input NCHW: {[d.dim_value for d in dims]}")
+        onnx.helper.set_model_props(proto, {INPUT_LAYOUT_KEY: "NCHW"})
+    onnx.save(proto, str(dst))
+
+
+@step("keras.tflite", src="keras", dst="tflite", family="tf",
+      optimizations=[[], ["DEFAULT"]], supported_types=[[], ["float16"]])
+def keras_to_tflite(ctx: StepContext, src: Path, dst: Path, optimizations: Sequence[str] = (),
+                    supported_types: Sequence[str] = ()) -> None:
+    """``TFLiteConverter.from_keras_model``; the input keeps a resizable batch axis.
+
+    ``optimizations`` are ``tf.lite.Optimize`` names, ``supported_types`` TensorFlow dtype names
+    for ``target_spec.supported_types``; TFLite applies the latter only under an optimization.
+    """
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(load_keras(src))
+    converter.optimizations = [tf.lite.Optimize[name] for name in optimizations]
+    converter.target_spec.supported_types = [tf.dtypes.as_dtype(name) for name in supported_types]
+    dst.write_bytes(converter.convert())
+
+
+@runtime("keras", format="keras", family="tf", jit_compile=[False, True])
+def keras_runtime(ctx: StepContext, artifact: Path,
+                  jit_compile: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+    """Keras 3 on TensorFlow, fp32 on CPU: eager ``model(x, training=False)``, or under XLA."""
+    import tensorflow as tf
+
+    model = load_keras(artifact)
+    if jit_compile:
+        call = tf.function(lambda x: model(x, training=False), jit_compile=True,
+                           input_signature=[_input_spec(ctx)])
+        # Trace now; XLA itself compiles on the first call of each batch shape, which the
+        # worker times as inference.
+        call.get_concrete_function()
+    else:
+        def call(x):
+            return model(x, training=False)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(call(tf.constant(batch, dtype=tf.float32)))
+
+    return predict

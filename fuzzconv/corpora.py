@@ -285,7 +285,7 @@ def _keep_readable(paths: list[Path], where: Path) -> tuple[list[Path], int]:
     good, bad = [], []
     for p in paths:
         (good if _readable(p) else bad).append(p)
-    if bad:
+    if bad and good:  # with nothing usable the caller's error says it all
         warnings.warn(
             f"skipped {len(bad)} unreadable image file(s) in {where} (first: {bad[0].name})",
             stacklevel=3,

@@ -1,0 +1,115 @@
+"""Bad input of every class: one line on stderr, exit code 2, no traceback, the store unchanged."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fuzzconv.cli import app
+from fuzzconv.store import Store
+
+runner = CliRunner()
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """A store holding one campaign and one finding, as a hunt leaves it."""
+    d = tmp_path / "store"
+    with Store(d) as db:
+        cid = db.new_campaign("tiny_keras", 0, {"model": "tiny_keras"}, {"fuzzconv": "0"})
+        db.upsert_finding({"id": "F-0000abcd", "model": "tiny_keras", "symptom": "label_flip",
+                           "signature": "label_flip:x", "flip_rate": 0.5}, cid, "b1")
+        db.set_campaign_status(cid, "done")
+    return d
+
+
+def dump(store: Path) -> str:
+    db = sqlite3.connect(store / "fuzzconv.sqlite")
+    text = "\n".join(db.iterdump())
+    db.close()
+    return text
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def cases(tmp: Path) -> list[tuple[str, list[str], str]]:
+    empty = tmp / "empty"
+    empty.mkdir()
+    corrupt = tmp / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "a.png").write_bytes(b"\x89PNG\r\n\x1a\nnot an image")
+    (corrupt / "b.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    bad_plugin = write(tmp / "bad_plugin.py", "import nonexistent_module_xyz\n")
+    return [
+        ("unknown model", ["hunt", "--model", "alexnet", "--max-evals", "1"], "unknown model"),
+        ("unknown step", ["run", str(write(tmp / "p1.json", json.dumps(
+            {"model": "tiny_keras", "steps": [{"step": "acme.nope"}], "runtime": {"name": "ort"}})))],
+         "unknown step"),
+        ("malformed pipeline JSON", ["run", str(write(tmp / "p2.json", '{"model": '))], "not valid JSON"),
+        ("chain whose formats do not fit", ["run", str(write(tmp / "p3.json", json.dumps(
+            {"model": "tiny_keras", "steps": [{"step": "keras.tf2onnx"}],
+             "runtime": {"name": "tflite"}})))], "runs tflite"),
+        ("pipeline that is not an object", ["run", str(write(tmp / "p4.json", "[1, 2]"))],
+         "must be a JSON object"),
+        ("empty image directory", ["hunt", "--model", "tiny_keras", "--images", str(empty),
+                                   "--max-evals", "1"], "no JPEG or PNG"),
+        ("corrupt image directory", ["hunt", "--model", "tiny_keras", "--images", str(corrupt),
+                                     "--max-evals", "1"], "no readable images"),
+        ("missing image directory", ["hunt", "--model", "tiny_keras", "--images",
+                                     str(tmp / "nope"), "--max-evals", "1"], "nope"),
+        ("bad budget string", ["hunt", "--model", "tiny_keras", "--budget", "a while"], "bad budget"),
+        ("unknown finding ID", ["show", "F-ffffffff"], "no finding"),
+        ("unknown finding ID to repro", ["repro", "F-ffffffff"], "no finding"),
+        ("plugin that raises on import", ["hunt", "--model", "tiny_keras", "--plugin",
+                                          str(bad_plugin), "--max-evals", "1"], "failed on import"),
+        ("missing plugin file", ["hunt", "--model", "tiny_keras", "--plugin", str(tmp / "none.py"),
+                                 "--max-evals", "1"], "plugin file not found"),
+        ("unknown focus step", ["hunt", "--model", "tiny_keras", "--focus", "x.y", "--max-evals", "1"],
+         "unknown step"),
+        ("bad status filter", ["reports", "--status", "zombie"], "unknown status"),
+        ("bad weights", ["hunt", "--model", "tiny_keras", "--weights", "/no/such.h5",
+                         "--max-evals", "1"], "--weights"),
+        ("unknown option", ["hunt", "--model", "tiny_keras", "--turbo"], "No such option"),
+    ]
+
+
+def test_every_bad_input_class_is_one_line_exit_2_and_leaves_the_store(tmp_path, store):
+    before = dump(store)
+    seen = []
+    for name, args, fragment in cases(tmp_path):
+        r = runner.invoke(app, [*args, "--store", str(store)])
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        assert r.exit_code == 2, (name, r.output)
+        assert len(lines) == 1 and lines[0].startswith("error: "), (name, r.stderr)
+        assert fragment in lines[0], (name, lines[0])
+        assert "Traceback" not in r.output, name
+        assert dump(store) == before, name
+        seen.append(name)
+    assert len(seen) >= 12
+
+
+def test_unwritable_store_is_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    r = runner.invoke(app, ["hunt", "--model", "tiny_keras", "--store", str(blocker / "s"),
+                            "--max-evals", "1"])
+    assert r.exit_code == 2 and r.stderr.startswith("error: ") and "store" in r.stderr
+
+
+def test_missing_framework_extra_names_the_extra(tmp_path, monkeypatch):
+    from fuzzconv import registry
+
+    monkeypatch.setitem(registry.FAMILY_MODULES, "tf", ("tensorflow_that_is_not_installed",))
+    f = write(tmp_path / "p.json", json.dumps({"model": "tiny_keras", "steps": [],
+                                               "runtime": {"name": "keras"}}))
+    r = runner.invoke(app, ["run", str(f), "--store", str(tmp_path / "s"), "--limit", "2"])
+    assert r.exit_code == 2, r.output
+    assert "pip install 'fuzzconv[tf]'" in r.stderr and len(r.stderr.strip().splitlines()) == 1

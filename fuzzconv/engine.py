@@ -62,6 +62,7 @@ class HuntConfig:
     images: int = 0
     images_dir: str | None = None
     shrink: bool = True
+    localize: bool = True
     thresholds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -439,7 +440,8 @@ class Hunt:
             self.listener("stage", {"what": f"shrinking {out.pipeline.label()}"})
             try:
                 extra = minimize(self.evaluator, out.pipeline,
-                                 lambda what: self.listener("stage", {"what": what}))
+                                 lambda what: self.listener("stage", {"what": what}),
+                                 localize=self.config.localize)
             except BudgetExhausted:
                 self._store_new(finding)  # kept unshrunk; `fuzzconv shrink ID` can finish it
                 raise

@@ -14,6 +14,8 @@ from ..oracle import margins
 from ..pipeline import Pipeline
 from ..zoo import get_model
 from .localize import find_culprit, fix_hint, minimal_inputs
+from .nodes import first_divergent_node
+from .reduce import reduce_subgraph
 from .pipeline import Shrinker, simplicity
 
 __all__ = ["minimize", "signature_of", "Shrinker", "simplicity"]
@@ -38,12 +40,14 @@ def _short(v: Any) -> str:
 
 
 def minimize(evaluator: Evaluator, pipeline: Pipeline,
-             say: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+             say: Callable[[str], None] = lambda s: None, localize: bool = True) -> dict[str, Any]:
     """Shrink ``pipeline`` (which must diverge) and localize what it shows.
 
     Returns the finding fields this adds: ``minimal_pipeline``, ``culprit``, ``fix_hint``,
     ``failing_inputs``, ``flipping_images``, ``signature``, ``flaky`` (+ ``flaky_spread``),
-    ``shrink`` (profile, 1-minimality) and the evaluation counts.
+    ``shrink`` (profile, 1-minimality) and the evaluation counts; with ``localize`` also the
+    first divergent node (``first_divergent_node``, ``node_errors``) and the reduced ONNX
+    subgraph (``reduced_model``), which need real frameworks.
     """
     ex = evaluator.ex
     reg = ex.registry
@@ -53,15 +57,18 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
     shrinker = Shrinker(reg, evaluator.outcome, source)
     res = shrinker.shrink(pipeline)
     out = res.outcome
+    elements = (*res.minimal.steps, res.minimal.runtime)
     if out.failure is not None:
-        step = next(s for s in (*res.minimal.steps, res.minimal.runtime)
-                    if s.name == out.failure["step"])
+        # "step N name" or "runtime name": the failing stage is the culprit
+        stage = out.failure["stage"].split()
+        culprit_index = int(stage[1]) if stage[0] == "step" else len(elements)
+        step = elements[culprit_index - 1]
         culprit = {"step": step.name, "params": step.params}
         probes = 0
     else:
         say("bisecting for the culprit step")
         c = find_culprit(reg, res.minimal, evaluator.outcome, source)
-        culprit, step, probes = c.to_dict(), c.step, c.probes
+        culprit, step, probes, culprit_index = c.to_dict(), c.step, c.probes, c.index
     hint = fix_hint(reg, res.minimal, step, evaluator.outcome, res.agreeing_neighbours)
 
     failing: list[str] = []
@@ -77,6 +84,19 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
             return one.outcome(res.minimal).key == out.key
 
         failing, flipping = minimal_inputs(out, list(margins(ref)), names, confirm)
+
+    nodes: dict[str, Any] = {}
+    reduced: dict[str, Any] = {}
+    if localize:
+        say("localizing inside the model")
+        names = list(getattr(evaluator.corpus, "names", []))
+        picked = [names.index(n) for n in failing if n in names][:4] or [0]
+        few = evaluator.corpus.subset(picked)
+        nodes = (first_divergent_node(ex, res.minimal, culprit_index, few, evaluator.thresholds)
+                 if out.failure is None else
+                 {"node": None, "reason": "the culprit failed: there are no outputs to compare"})
+        reduced = reduce_subgraph(ex, res.minimal, culprit_index, few,
+                                  ex.store_dir / "reduced" / res.minimal.hash, evaluator.thresholds)
 
     say("re-running the minimal case cold")
     reruns = [evaluator.outcome(res.minimal, cold=True) for _ in range(FLAKY_RERUNS)]
@@ -95,8 +115,14 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
         "flaky": flaky,
         "flaky_spread": {"symptoms": sorted(str(k[0]) for k in keys),
                          "flip_rates": [x for x in rates if x is not None]},
+        "first_divergent_node": nodes.get("node"),
+        "node_errors": nodes.get("path", []),
+        "node_localization": {k: v for k, v in nodes.items() if k != "path"} or None,
+        "reduced_model": reduced if reduced.get("path") else None,
+        "reduced_model_reason": reduced.get("reason"),
         "shrink": {"profile": res.profile, "one_minimal": res.one_minimal, "judged": res.judged,
-                   "culprit_probes": probes,
+                   "culprit_probes": probes, "node_probes": nodes.get("probes", 0),
+                   "reduce_evaluations": reduced.get("evaluations") or 0,
                    "steps_before": len(pipeline.steps), "steps_after": len(res.minimal.steps)},
         "shrink_fresh": fresh1 - fresh0,
         "shrink_cache_hits": hits1 - hits0,

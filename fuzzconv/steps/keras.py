@@ -49,6 +49,15 @@ def onnx_input_layout(model: "onnx.ModelProto") -> str | None:
     return None
 
 
+def reset_tf2onnx_names() -> None:
+    """tf2onnx numbers the nodes it makes with a process-wide counter, so the same conversion
+    named ``Conv__39`` in one call is ``Conv__434`` in the next; restarting the counter makes a
+    conversion's node names independent of what the worker converted before."""
+    import tf2onnx.utils
+
+    tf2onnx.utils.INTERNAL_NAME = 1
+
+
 def _input_spec(ctx: StepContext) -> "tf.TensorSpec":
     """The input signature: any batch size, the model's image shape, float32."""
     import tensorflow as tf
@@ -65,6 +74,7 @@ def keras_to_onnx(ctx: StepContext, src: Path, dst: Path, opset: int = 13,
     import tf2onnx
 
     model = load_keras(src)
+    reset_tf2onnx_names()
     proto, _ = tf2onnx.convert.from_keras(
         model, input_signature=[_input_spec(ctx)], opset=int(opset),
         # tf2onnx matches these against TF tensor names, before renaming them to INPUT_NAME.

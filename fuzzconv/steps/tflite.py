@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from ..plugins import StepContext, runtime, step
+from .keras import reset_tf2onnx_names
 
 
 @step("tflite.tf2onnx", src="tflite", dst="onnx", family="tf", opset=[13, 15, 17])
@@ -20,6 +21,7 @@ def tflite_to_onnx(ctx: StepContext, src: Path, dst: Path, opset: int = 13) -> N
     """tf2onnx ``from_tflite``."""
     import tf2onnx
 
+    reset_tf2onnx_names()
     tf2onnx.convert.from_tflite(str(src), opset=int(opset), output_path=str(dst))
 
 

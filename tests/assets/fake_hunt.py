@@ -19,7 +19,7 @@ def main() -> None:
     ex = FakeExecutor(flip_faults=[has("fake.pass", name="b")], seconds_per_eval=0.05)
     with Store(Path(store)) as db:
         h = Hunt(ex, db, HuntConfig(model="tiny_keras", seed=seed, budget_s=600,
-                                    max_evals=max_evals), FakeCorpus())
+                                    max_evals=max_evals, localize=False), FakeCorpus())
         r = h.run(resume=resume)
     print(r.campaign, r.evaluations, " ".join(ex.calls), flush=True)
 

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import warnings
+
 import pytest
 from PIL import Image
 
@@ -246,8 +248,11 @@ def test_directory_without_images(tmp_path: Path) -> None:
 
 def test_directory_with_only_corrupt_images(tmp_path: Path) -> None:
     (tmp_path / "a.jpg").write_bytes(b"junk")
-    with pytest.warns(UserWarning):
-        assert "no readable images" in _one_line_usage_error(tmp_path)
+    # nothing usable: the error alone says it, with the count, and no warning precedes it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        message = _one_line_usage_error(tmp_path)
+    assert "no readable images" in message and "1 file(s) could not be decoded" in message
 
 
 # -- subset ---------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ from .fakes import FakeCorpus, FakeExecutor, has
 
 def hunt(tmp_path, ex: FakeExecutor, **cfg) -> tuple[Hunt, Store]:
     store = Store(tmp_path)
-    config = HuntConfig(model="tiny_keras", **{"budget_s": 60.0, **cfg})
+    # localization inside the model needs real frameworks; the fakes stop at the culprit step
+    config = HuntConfig(model="tiny_keras", **{"budget_s": 60.0, "localize": False, **cfg})
     return Hunt(ex, store, config, FakeCorpus()), store
 
 
@@ -94,7 +95,7 @@ def test_resume_evaluates_nothing_twice(tmp_path, shrink):
         assert len(ex.calls) == 12
     ex2 = FakeExecutor(flip_faults=[has("fake.pass", name="c")])
     h2 = Hunt(ex2, store, HuntConfig(model="tiny_keras", seed=3, budget_s=60, max_evals=25,
-                                     shrink=shrink), FakeCorpus())
+                                     shrink=shrink, localize=False), FakeCorpus())
     second = h2.run(resume=first.campaign)
     assert second.campaign == first.campaign
     assert not set(ex.calls) & set(ex2.calls)  # nothing evaluated twice, shrinking included
@@ -124,7 +125,7 @@ def test_replay_marks_fixed_and_confirmed(tmp_path):
     assert len(first.findings) == 2
     # one of the two bugs is fixed upstream
     ex2 = FakeExecutor(flip_faults=[has("fake.pass", name="b")])
-    h2 = Hunt(ex2, store, HuntConfig(model="tiny_keras", budget_s=60, max_evals=1), FakeCorpus())
+    h2 = Hunt(ex2, store, HuntConfig(model="tiny_keras", budget_s=60, max_evals=1, localize=False), FakeCorpus())
     second = h2.run()
     statuses = sorted(second.replayed.values())
     assert statuses == ["confirmed", "fixed"]

@@ -195,21 +195,44 @@ class Hunt:
                 return
             yield cand
 
+    def _cost(self, steps: tuple[Step, ...] | list[Step]) -> float:
+        """A rough relative cost of running these steps fresh, plus a runtime: compiling costs
+        most, converting less, an optional rewrite least."""
+        reg = self.ex.registry
+        return 1.0 + sum(10.0 if s.name.endswith(".build") else
+                         1.0 if reg.get(s.name).optional else 3.0 for s in steps)
+
+    def _fresh_cost(self, variant: Pipeline, base: Pipeline) -> float:
+        """What a variant costs once its base is cached: the steps from where they part."""
+        i = 0
+        while i < min(len(variant.steps), len(base.steps)) and variant.steps[i] == base.steps[i]:
+            i += 1
+        return self._cost(variant.steps[i:])
+
     def coverage_plan(self) -> list[Candidate]:
-        """Bases, then one single-option variant per atom not yet covered, cheapest first."""
+        """Bases, then one single-option variant per atom not yet covered, cheapest first.
+
+        Cheapest first means a variant that reuses most of its base's cached artifacts (a
+        runtime option) comes before one that must recompile (a TVM pass), so a short budget
+        covers as many options as it can.
+        """
         bases = self.space.bases()
         ref_hash = self.ex.reference_pipeline(self.config.model).hash
-        plan: list[Candidate] = [Candidate(b, "coverage") for b in bases if b.hash != ref_hash]
+        plan: list[Candidate] = [Candidate(b, "coverage") for b in
+                                 sorted(bases, key=lambda b: self._cost(b.steps))
+                                 if b.hash != ref_hash]
         covered = {a for b in bases for a in _atoms_of(b)}
+        variants: list[Candidate] = []
         for atom in self.space.atoms():
             if atom in covered:
                 continue
             for base in bases:
                 variant = self._variant(base, atom)
                 if variant is not None:
-                    plan.append(Candidate(variant, "coverage", base, atom))
+                    variants.append(Candidate(variant, "coverage", base, atom))
                     covered.update(_atoms_of(variant))
                     break
+        plan += sorted(variants, key=lambda c: self._fresh_cost(c.pipeline, c.base))  # type: ignore[arg-type]
         seen: set[str] = set()
         unique = []
         for c in plan:

@@ -104,12 +104,18 @@ class Hunt:
     """
 
     def __init__(self, executor: Executor, store: Store, config: HuntConfig, corpus: Any,
-                 listener: Listener | None = None):
+                 listener: Listener | None = None,
+                 outcomes_many: Callable[[list[Pipeline]], list[Outcome]] | None = None,
+                 parallel: int = 1):
         self.ex = executor
         self.store = store
         self.config = config
         self.corpus = corpus
         self.listener = listener or (lambda event, info: None)
+        # Parallel evaluation (e.g. Ray): judge rounds of `parallel` pipelines at once.
+        self.outcomes_many = outcomes_many
+        self.parallel = max(1, parallel)
+        self.pending: set[str] = set()
         self.thresholds = Thresholds(**config.thresholds)
         self.space = Space(executor.registry, config.model, config.device, config.max_chain,
                            config.max_optional, config.focus)
@@ -147,14 +153,21 @@ class Hunt:
             self.listener("stage", {"what": f"reference run of {self.config.model}"})
             self.evaluator.reference  # noqa: B018 - fail early, before any search
             replayed = self._replay()
-            for cand in self._candidates():
+            candidates = self._candidates()
+            while True:
                 if self.config.max_evals is not None and self.evals >= self.config.max_evals:
                     stopped = "max_evals"
                     break
                 if time.monotonic() >= deadline:
                     stopped = "budget"
                     break
-                self._evaluate(cand)
+                room = self.parallel if self.config.max_evals is None else min(
+                    self.parallel, self.config.max_evals - self.evals)
+                batch = self._next_round(candidates, room)
+                if not batch:
+                    break
+                for cand, out in zip(batch, self._outcomes([c.pipeline for c in batch])):
+                    self._record(cand, out)
         except BudgetExhausted:
             stopped = "budget"
         except KeyboardInterrupt:
@@ -186,6 +199,21 @@ class Hunt:
         return result
 
     # -- generation --------------------------------------------------------------------------
+    def _next_round(self, candidates: Iterator[Candidate], size: int) -> list[Candidate]:
+        """Up to ``size`` candidates to evaluate together (one, unless evaluation is parallel).
+
+        Mutants drawn for one round see the outcomes up to the round's start, so a round of one
+        is exactly the sequential search.
+        """
+        batch: list[Candidate] = []
+        self.pending.clear()
+        for cand in candidates:
+            batch.append(cand)
+            self.pending.add(cand.pipeline.hash)
+            if len(batch) >= size:
+                break
+        return batch
+
     def _candidates(self) -> Iterator[Candidate]:
         for cand in self.coverage_plan():
             yield cand
@@ -285,7 +313,8 @@ class Hunt:
                 p = self._mutate(parent, pop)
             if p is None or not self.space.contains_focus(p):
                 continue
-            if p.hash not in self.outcomes and p.hash != self.ex.reference_pipeline(self.config.model).hash:
+            if (p.hash not in self.outcomes and p.hash not in self.pending
+                    and p.hash != self.ex.reference_pipeline(self.config.model).hash):
                 return Candidate(p, "mutate")
         return None
 
@@ -364,10 +393,19 @@ class Hunt:
                            stored["timings"], 0, stored["cached"] + stored["fresh"])
         return self.evaluator.outcome(p)
 
-    def _evaluate(self, cand: Candidate) -> None:
+    def _outcomes(self, pipelines: list[Pipeline]) -> list[Outcome]:
+        """Judge a round: stored outcomes (resume) are reused, the rest evaluated — in parallel
+        when the hunt was given ``outcomes_many``."""
+        for p in pipelines:
+            self.listener("eval", {"pipeline": p.label(), "phase": "evaluate"})
+        if self.outcomes_many is None or len(pipelines) == 1:
+            return [self._outcome(p) for p in pipelines]
+        todo = [p for p in pipelines if p.hash not in self.stored]
+        fresh = dict(zip([p.hash for p in todo], self.outcomes_many(todo))) if todo else {}
+        return [fresh[p.hash] if p.hash in fresh else self._outcome(p) for p in pipelines]
+
+    def _record(self, cand: Candidate, out: Outcome) -> None:
         p = cand.pipeline
-        self.listener("eval", {"pipeline": p.label(), "phase": cand.phase})
-        out = self._outcome(p)
         self.outcomes[p.hash] = out
         self.evals += 1
         self.cache_hits += out.cached
@@ -464,7 +502,8 @@ class Hunt:
             try:
                 extra = minimize(self.evaluator, out.pipeline,
                                  lambda what: self.listener("stage", {"what": what}),
-                                 localize=self.config.localize)
+                                 localize=self.config.localize, judge_many=self.outcomes_many,
+                                 parallel=self.parallel)
             except BudgetExhausted:
                 self._store_new(finding)  # kept unshrunk; `fuzzconv shrink ID` can finish it
                 raise

@@ -40,7 +40,9 @@ def _short(v: Any) -> str:
 
 
 def minimize(evaluator: Evaluator, pipeline: Pipeline,
-             say: Callable[[str], None] = lambda s: None, localize: bool = True) -> dict[str, Any]:
+             say: Callable[[str], None] = lambda s: None, localize: bool = True,
+             judge_many: Callable[[list[Pipeline]], list[Outcome]] | None = None,
+             parallel: int = 1) -> dict[str, Any]:
     """Shrink ``pipeline`` (which must diverge) and localize what it shows.
 
     Returns the finding fields this adds: ``minimal_pipeline``, ``culprit``, ``fix_hint``,
@@ -54,7 +56,7 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
     source = get_model(pipeline.model).source
     fresh0, hits0 = _counts(ex)
     say("shrinking")
-    shrinker = Shrinker(reg, evaluator.outcome, source)
+    shrinker = Shrinker(reg, evaluator.outcome, source, judge_many=judge_many, parallel=parallel)
     res = shrinker.shrink(pipeline)
     out = res.outcome
     elements = (*res.minimal.steps, res.minimal.runtime)

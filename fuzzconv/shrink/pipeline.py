@@ -85,9 +85,15 @@ class Shrinker:
     """
 
     def __init__(self, registry: Registry, judge: Judge, source_format: str,
-                 max_judged: int = 500):
+                 max_judged: int = 500,
+                 judge_many: Callable[[list[Pipeline]], list[Outcome]] | None = None,
+                 parallel: int = 1):
         self.reg = registry
         self.judge = judge
+        # With parallel judging, a pass's candidates are judged in chunks and the first failing
+        # one in order is accepted: the same result as judging them one by one.
+        self.judge_many = judge_many
+        self.parallel = max(1, parallel) if judge_many is not None else 1
         self.source = source_format
         self.max_judged = max_judged
         self.stats: dict[str, PassStats] = {}
@@ -113,6 +119,16 @@ class Shrinker:
             self._seen[p.hash] = out
         return self._seen[p.hash]
 
+    def _prefetch(self, chunk: list[Pipeline]) -> None:
+        """Judge a chunk at once when a parallel judge is available."""
+        todo = [c for c in chunk if c.hash not in self._seen]
+        if self.judge_many is None or len(todo) < 2:
+            return
+        for c, out in zip(todo, self.judge_many(todo)):
+            self.judged += 1
+            self.fresh += 1 if out.fresh else 0
+            self._seen[c.hash] = out
+
     def _make(self, p: Pipeline, steps: list[Step], runtime: Step | None = None,
               device: str | None = None) -> Pipeline | None:
         try:
@@ -133,18 +149,24 @@ class Shrinker:
         while progress and self.judged < self.max_judged:
             progress = False
             for name, pass_fn in self.passes:
-                for cand in list(pass_fn(current)):
+                simpler = [c for c in pass_fn(current)
+                           if simplicity(self.reg, c) < simplicity(self.reg, current)]
+                for start in range(0, len(simpler), self.parallel):
                     if self.judged >= self.max_judged:
                         break
-                    if simplicity(self.reg, cand) >= simplicity(self.reg, current):
-                        continue
-                    self.stats[name].calls += 1
-                    out = self.outcome(cand)
-                    if out.key == key:
-                        self.stats[name].successes += 1
-                        current, current_out = cand, out
-                        progress = True
-                        break  # restart this pass on the new, simpler pipeline
+                    chunk = simpler[start:start + self.parallel]
+                    self._prefetch(chunk)
+                    accepted = False
+                    for cand in chunk:
+                        self.stats[name].calls += 1
+                        out = self.outcome(cand)
+                        if out.key == key:
+                            self.stats[name].successes += 1
+                            current, current_out = cand, out
+                            progress = accepted = True
+                            break
+                    if accepted:
+                        break  # the next pass starts from the new, simpler pipeline
         one_min, neighbours = self.verify_one_minimal(current, key)
         return ShrinkResult(p, current, current_out,
                             {k: {"calls": v.calls, "successes": v.successes}

@@ -144,3 +144,24 @@ def test_parse_budget(text, secs):
 def test_bad_budget_is_a_usage_error(text):
     with pytest.raises(UsageError):
         parse_budget(text)
+
+
+def test_parallel_rounds_find_what_the_sequential_hunt_finds(tmp_path):
+    from fuzzconv.evaluator import Evaluator
+
+    faults = [has("fake.pass", name="b"), has("fake_ort", level="disable")]
+    seq = hunt(tmp_path / "seq", FakeExecutor(flip_faults=list(faults)), max_evals=40)[0].run()
+    ex = FakeExecutor(flip_faults=list(faults))
+    judge = Evaluator(ex, "tiny_keras", FakeCorpus())
+    batches = []
+
+    def many(ps):
+        batches.append(len(ps))
+        return [judge.outcome(p) for p in ps]
+
+    store = Store(tmp_path / "par")
+    par = Hunt(ex, store, HuntConfig(model="tiny_keras", budget_s=60, max_evals=40, localize=False),
+               FakeCorpus(), outcomes_many=many, parallel=3).run()
+    assert par.evaluations == 40
+    assert max(batches) == 3  # rounds really were parallel
+    assert sorted(f["signature"] for f in par.findings) == sorted(f["signature"] for f in seq.findings)

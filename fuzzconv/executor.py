@@ -70,6 +70,12 @@ class Evaluation:
         return self.failure is None
 
 
+def _deterministic(failure: Failure) -> bool:
+    """Whether a failure belongs to the configuration rather than to the machine's state at the
+    time: a timeout or a SIGKILL (the kernel's OOM killer) may not recur, so they are not cached."""
+    return failure.symptom != "timeout" and failure.error_class != "SIGKILL"
+
+
 def _stage_kind(step_name: str) -> str:
     return "compile" if step_name.endswith(".build") else "convert"
 
@@ -185,6 +191,9 @@ class Executor:
                 raise UsageError(exc.message) from None
             raise UsageError(f"building {spec.name} failed: {exc}") from None
         final = self.source_cache.commit("artifacts", key, tmp, {"model": spec.name, **info})
+        # Calibration runs a training-mode pass whose memory the framework keeps for good (10 GB
+        # for resnet101v2's TF worker); a fresh worker for what follows gives it back.
+        self.pool.get(spec.family).close()
         return final / ARTIFACT_FILE[spec.source]
 
     # -- artifacts of a chain ----------------------------------------------------------------
@@ -223,9 +232,12 @@ class Executor:
         except WorkerFailure as exc:
             failure = Failure(exc.symptom, f"step {n} {step.name}", step.name, exc.error_class,
                               exc.message, exc.stderr_tail)
-            for f in tmp.iterdir():
-                f.unlink() if f.is_file() else shutil.rmtree(f, ignore_errors=True)
-            self.cache.commit("artifacts", key, tmp, {"failure": failure.to_dict()})
+            if _deterministic(failure):
+                for f in tmp.iterdir():
+                    f.unlink() if f.is_file() else shutil.rmtree(f, ignore_errors=True)
+                self.cache.commit("artifacts", key, tmp, {"failure": failure.to_dict()})
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
             ev.failure = failure
             return None
         kind = _stage_kind(step.name)
@@ -302,7 +314,10 @@ class Executor:
         meta = {"pipeline": pipeline.to_dict(), "timings": ev.timings}
         if ev.failure is not None:
             meta["failure"] = ev.failure.to_dict()
-        self.cache.commit("outputs", out_key, tmp, meta)
+        if ev.failure is None or _deterministic(ev.failure):
+            self.cache.commit("outputs", out_key, tmp, meta)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
         return ev
 
     def reference_pipeline(self, model: str) -> Pipeline:

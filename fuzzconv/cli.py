@@ -446,6 +446,41 @@ def repro(
     raise typer.Exit(1 if still else 0)
 
 
+# -- filing ---------------------------------------------------------------------------------------
+@app.command()
+def bundle(
+    finding_id: Annotated[str, typer.Argument(metavar="ID", help="Finding ID or unique prefix.")],
+    *,
+    output: Annotated[Path, typer.Option("-o", "--out", help="Directory to write the bundle to.")],
+    store: StoreOpt = Path("fuzzconv-out"),
+    plugin: PluginOpt = None,
+    no_check: Annotated[bool, typer.Option("--no-check", help="Do not run repro.py once after writing.")] = False,
+) -> None:
+    """Write a standalone bug case: issue text and a repro.py that needs only the culprit's libraries."""
+    from .report.bundle import write_bundle
+
+    with _Status() as status:
+        path = write_bundle(store, finding_id, output, plugin or [], verify=not no_check, say=status)
+    out.print(f"bundle written to {path}; run: python {path / 'repro.py'}")
+
+
+@app.command()
+def report(
+    *,
+    html: Annotated[Path, typer.Option("--html", help="Write the offline HTML report to this file.")],
+    campaign: Annotated[Optional[str], typer.Option("--campaign", help="Only this campaign (ID or prefix).")] = None,
+    study: Annotated[Optional[Path], typer.Option("--study", help="A `fuzzconv study` output directory to include.")] = None,
+    store: StoreOpt = Path("fuzzconv-out"),
+    plugin: PluginOpt = None,
+) -> None:
+    """Write one static HTML page: campaign summary, sortable findings, images with top-5, charts."""
+    from .report.html import write_html
+
+    with _Status() as status:
+        path = write_html(store, html, campaign, study=study, plugins=plugin or [], say=status)
+    out.print(f"report written to {path}")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,16 @@
+"""Turning stored findings into things people read and run.
+
+- :mod:`.bundle` — ``fuzzconv bundle ID -o DIR``: a self-contained bug case for the culprit
+  library's tracker (issue text, a ``repro.py`` that needs only numpy and that library, the
+  culprit's input artifact, inputs and expected outputs).
+- :mod:`.html` — ``fuzzconv report --html FILE``: one static, offline HTML page with the campaign
+  summary, a sortable findings table, failing images with their top-5, and charts.
+
+Both read the store through :class:`fuzzconv.store.Store` and evaluate what they need through the
+executor (whose cache normally answers), so this process still imports no framework.
+"""
+
+from .bundle import write_bundle
+from .html import write_html
+
+__all__ = ["write_bundle", "write_html"]

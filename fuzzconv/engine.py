@@ -61,6 +61,7 @@ class HuntConfig:
     max_optional: int = 3
     images: int = 0
     images_dir: str | None = None
+    weights: str = "calibrated"
     shrink: bool = True
     localize: bool = True
     thresholds: dict[str, float] = field(default_factory=dict)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .engine import HuntConfig, bucket_of
+from .errors import UsageError
 from .evaluator import Evaluator
 from .oracle import Thresholds
 from .pipeline import Pipeline
@@ -22,12 +24,22 @@ from .versions import stack_versions
 STATUSES = ("new", "confirmed", "fixed", "flaky")
 
 
-def _context(db: Store, finding: dict[str, Any]) -> tuple[HuntConfig, Any]:
+@contextmanager
+def finding_session(store: Path, fid: str, plugins: list[Path],
+                    say: Callable[[str], None] = lambda s: None) -> Iterator[tuple]:
+    """Open the store and an executor set up as the finding's campaign was (weights, images).
+
+    Yields (executor, store, finding, campaign config, corpus).
+    """
     from .corpora import select
 
-    camp = db.campaign(finding["campaign"])
-    cfg = HuntConfig(**camp["config"])
-    return cfg, select(cfg.images_dir, cfg.images or None)
+    if not (Path(store) / "fuzzconv.sqlite").exists():
+        raise UsageError(f"no fuzzconv store in {store} (run a hunt first, or pass --store)")
+    with Store(Path(store)) as db:
+        cfg = HuntConfig(**db.campaign(db.finding(fid)["campaign"])["config"])
+    with open_session(store, plugins, weights=cfg.weights, listener=say) as ex, \
+            Store(ex.store_dir) as db:
+        yield ex, db, db.finding(fid), cfg, select(cfg.images_dir, cfg.images or None)
 
 
 def shrink_finding(store: Path, fid: str, plugins: list[Path],
@@ -35,9 +47,7 @@ def shrink_finding(store: Path, fid: str, plugins: list[Path],
     """Shrink and localize a stored finding again; returns the updated finding."""
     from .shrink import minimize
 
-    with open_session(store, plugins, listener=say) as ex, Store(ex.store_dir) as db:
-        f = db.finding(fid)
-        cfg, corpus = _context(db, f)
+    with finding_session(store, fid, plugins, say) as (ex, db, f, cfg, corpus):
         ev = Evaluator(ex, f["model"], corpus, Thresholds(**cfg.thresholds))
         p = Pipeline.from_dict(f["pipeline"], ex.registry)
         if ev.outcome(p).symptom is None:
@@ -57,9 +67,7 @@ def shrink_finding(store: Path, fid: str, plugins: list[Path],
 def repro_finding(store: Path, fid: str, plugins: list[Path],
                   say: Callable[[str], None] = lambda s: None) -> tuple[bool, dict[str, Any]]:
     """Re-run the minimal case from a cold cache. Returns (still reproduces, finding)."""
-    with open_session(store, plugins, listener=say) as ex, Store(ex.store_dir) as db:
-        f = db.finding(fid)
-        cfg, corpus = _context(db, f)
+    with finding_session(store, fid, plugins, say) as (ex, db, f, cfg, corpus):
         ev = Evaluator(ex, f["model"], corpus, Thresholds(**cfg.thresholds))
         p = Pipeline.from_dict(f.get("minimal_pipeline") or f["pipeline"], ex.registry)
         out = ev.outcome(p, cold=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from .distributed import RayJudge, WorkerSetup, use_cache_dir
 from .engine import Hunt, HuntConfig, HuntResult, parse_budget
 from .errors import UsageError
 from .session import open_session
@@ -71,7 +73,18 @@ class _Progress:
 def run_hunt(*, model: str | None, budget: str, max_evals: int | None, seed: int,
              images: Path | None, limit: int, device: str, plugins: list[Path], focus: str | None,
              store: Path, resume: str | None, weights: str, timeout: float | None, max_chain: int,
-             thresholds: dict[str, float], console: Console, show_progress: bool) -> HuntResult:
+             thresholds: dict[str, float], console: Console, show_progress: bool,
+             ray: str | None = None, ray_workers: int | None = None,
+             cache: Path | None = None) -> HuntResult:
+    """Run (or resume) a campaign as ``fuzzconv hunt`` does.
+
+    Args:
+        ray: ``auto`` or a Ray cluster address: evaluate rounds and shrink passes on the cluster
+            (see :mod:`fuzzconv.distributed`); None evaluates here and imports nothing of Ray.
+        ray_workers: Ray actors to start (with ``ray``); defaults to one per cluster CPU.
+        cache: a directory for the cache and source models instead of the store's and the
+            per-user ones; with ``ray`` on several machines it must be on a shared filesystem.
+    """
     from .corpora import select
 
     budget_s = parse_budget(budget)
@@ -81,7 +94,12 @@ def run_hunt(*, model: str | None, budget: str, max_evals: int | None, seed: int
         raise UsageError("--limit must be at least 1")
     if resume is None and model is None:
         raise UsageError("--model is required (or --resume CAMPAIGN)")
+    if ray_workers is not None and ray is None:
+        raise UsageError("--ray-workers needs --ray")
+    if ray_workers is not None and ray_workers < 1:
+        raise UsageError("--ray-workers must be at least 1")
     with open_session(store, plugins, weights=weights, seed=0, timeout=timeout) as ex:
+        shared = use_cache_dir(ex, cache) if cache is not None else ex.store_dir
         with Store(ex.store_dir) as db:
             if resume is not None:
                 camp = db.campaign(resume)
@@ -93,10 +111,19 @@ def run_hunt(*, model: str | None, budget: str, max_evals: int | None, seed: int
                 cfg = HuntConfig(model=model, seed=seed, budget_s=budget_s,  # type: ignore[arg-type]
                                  max_evals=max_evals, focus=focus, device=device,
                                  max_chain=max_chain, images=limit, thresholds=thresholds,
-                                 images_dir=str(Path(images).resolve()) if images else None)
+                                 images_dir=str(Path(images).resolve()) if images else None,
+                                 weights=ex.weights)
             corpus = select(cfg.images_dir, cfg.images or limit)
             progress = _Progress(console, budget_s, show_progress)
             ex.listener = progress.step
-            hunt = Hunt(ex, db, cfg, corpus, listener=progress)
-            with progress:
-                return hunt.run(resume=resume)
+            with ExitStack() as stack:
+                judge = None
+                if ray is not None:
+                    setup = WorkerSetup.of(ex, cfg.model, cfg.device, cfg.images_dir,
+                                           cfg.images or limit, corpus, cfg.thresholds, shared)
+                    judge = stack.enter_context(RayJudge(ray, ex, setup, ray_workers,
+                                                         say=progress.step))
+                hunt = Hunt(ex, db, cfg, corpus, listener=progress, outcomes_many=judge,
+                            parallel=judge.workers if judge else 1)
+                with progress:
+                    return hunt.run(resume=resume)

@@ -62,7 +62,7 @@ from ..executor import Evaluation, Executor
 from ..oracle import Thresholds, top_k
 from ..pipeline import Pipeline, Step
 from ..registry import ARTIFACT_FILE, Operation
-from ..session import open_session
+from ..findings import finding_session
 from ..store import Store
 from ..versions import stack_versions
 from ..workers import WorkerFailure
@@ -937,10 +937,7 @@ def write_bundle(store: Path, finding_id: str, out_dir: Path, plugins: list[Path
     Returns:
         The bundle directory, resolved. The finding's ``bundle`` field is set to it.
     """
-    if not (Path(store) / "fuzzconv.sqlite").exists():
-        raise UsageError(f"no fuzzconv store in {store} (run a hunt first, or pass --store)")
-    with open_session(store, plugins, listener=say) as ex, Store(ex.store_dir) as db:
-        f = db.finding(finding_id)
+    with finding_session(store, finding_id, plugins, say) as (ex, db, f, _cfg, _corpus):
         case = _plan(ex, db, f)
         out = _OutDir(out_dir)
         variant, run = None, None

@@ -7,7 +7,12 @@ running a pipeline twice converts and infers nothing the second time. Failures a
 asks for a cold run.
 
 Entries are written into a temporary directory and renamed into place, so a killed process never
-leaves a half-written entry behind. The cache is capped; the least recently used entries go first.
+leaves a half-written entry behind. Several processes may share one cache (a hunt's Ray workers do,
+see :mod:`fuzzconv.distributed`): when two of them build the same entry at once, the first to commit
+wins and the later ones discard their copy, so an entry never changes under a process reading it.
+Only a deliberate rebuild replaces an entry: one begun while the entry already existed, which is
+what a cold re-run (``Executor.evaluate(cold=True)``) and a timing re-run do. The cache is capped;
+the least recently used entries go first.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class Cache:
         self.cap_bytes = cap_bytes
         self.hits = 0
         self.misses = 0
+        # Temporary directories begun while their entry existed: rebuilds that replace it.
+        self._rebuilding: set[Path] = set()
         (self.root / "artifacts").mkdir(parents=True, exist_ok=True)
         (self.root / "outputs").mkdir(parents=True, exist_ok=True)
 
@@ -65,24 +72,49 @@ class Cache:
         return json.loads((d / "meta.json").read_text())
 
     def begin(self, kind: str, key: str) -> Path:
-        """A fresh temporary directory to build an entry in; finish with :meth:`commit`."""
+        """A fresh temporary directory to build an entry in; finish with :meth:`commit`.
+
+        Beginning an entry that already exists (a cold or timing re-run skipped the lookup) marks
+        the build as a rebuild: its commit replaces the entry.
+        """
         tmp = self.root / kind / ".tmp" / f"{key}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)
+        if (self.entry(kind, key) / "meta.json").exists():
+            self._rebuilding.add(tmp)
         return tmp
 
     def commit(self, kind: str, key: str, tmp: Path, meta: dict[str, Any]) -> Path:
+        """Move a finished entry into place and return where it lives.
+
+        If another process committed the same key since :meth:`begin`, its entry stands and ``tmp``
+        is discarded (same key, same content); a rebuild replaces the entry instead.
+        """
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
         final = self.entry(kind, key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():
-            shutil.rmtree(final, ignore_errors=True)
+        rebuild = tmp in self._rebuilding
+        self._rebuilding.discard(tmp)
+        if rebuild or (final.exists() and not (final / "meta.json").exists()):
+            # A rebuild replaces the entry; a directory without meta.json is debris no lookup serves.
+            self._set_aside(kind, final)
         try:
-            os.replace(tmp, final)
+            # A directory rename fails when the target is a non-empty directory: the first wins.
+            os.rename(tmp, final)
         except OSError:
-            # Another process committed the same key first: theirs is as good as ours.
+            if not (final / "meta.json").exists():
+                raise
             shutil.rmtree(tmp, ignore_errors=True)
         self.evict()
         return final
+
+    def _set_aside(self, kind: str, final: Path) -> None:
+        """Rename an entry out of the way, then delete it: readers never see it half-deleted."""
+        old = self.root / kind / ".tmp" / f"{final.name}-old-{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(final, old)
+        except FileNotFoundError:
+            return  # already gone (evicted, or another rebuild set it aside)
+        shutil.rmtree(old, ignore_errors=True)
 
     def discard(self, kind: str, key: str) -> None:
         shutil.rmtree(self.entry(kind, key), ignore_errors=True)

@@ -54,11 +54,14 @@ class Server:
 
     def op_run(self, runtime: str, params: dict[str, Any], artifact: str, inputs: str,
                outputs: str, model: dict[str, Any], device: str = "cpu", batch_size: int = 8,
-               repeats: int = 0) -> dict[str, Any]:
+               repeats: int = 0, image_repeats: int = 0) -> dict[str, Any]:
         """Load the artifact, infer the whole input file in batches, time load and inference.
 
         ``repeats`` > 0 adds that many timed passes over the first batch after a warm-up, for
-        fair speed comparisons (the first, cold pass is in ``infer_seconds``).
+        fair speed comparisons (the first, cold pass is in ``infer_seconds``). ``image_repeats``
+        > 0 adds that many timed passes over each image of the first batch alone (batch size 1,
+        after a one-image warm-up, since a new batch shape can cost a re-plan), as
+        ``image_seconds[pass][image]``; the study uses it for per-image latency.
         """
         op = self.registry.get(runtime, "runtime")
         ctx = StepContext(model, device, workdir=str(Path(outputs).parent))
@@ -78,11 +81,24 @@ class Server:
                 t = time.perf_counter()
                 predict(x[:batch_size])
                 timed.append(time.perf_counter() - t)
+        per_image: list[list[float]] = []
+        if image_repeats and len(x):
+            predict(x[:1])
+            for _ in range(image_repeats):
+                row = []
+                for i in range(min(batch_size, len(x))):
+                    t = time.perf_counter()
+                    predict(x[i:i + 1])
+                    row.append(time.perf_counter() - t)
+                per_image.append(row)
         tmp = outputs + ".tmp.npy"
         np.save(tmp, y, allow_pickle=False)
         os.replace(tmp, outputs)
-        return {"load_seconds": load, "infer_seconds": infer, "batch_seconds": timed,
-                "shape": list(y.shape)}
+        answer = {"load_seconds": load, "infer_seconds": infer, "batch_seconds": timed,
+                  "shape": list(y.shape)}
+        if image_repeats:
+            answer["image_seconds"] = per_image
+        return answer
 
     def op_call(self, fn: str, kwargs: dict[str, Any]) -> Any:
         """Call ``module:function(**kwargs)`` inside this worker (localization, study helpers)."""

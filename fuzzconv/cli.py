@@ -250,6 +250,9 @@ def hunt(
     atol: Annotated[float, typer.Option("--atol", help="Numeric divergence: max |Δlogit| above this...")] = 1e-2,
     rtol: Annotated[float, typer.Option("--rtol", help="...and relative to the logit range above this.")] = 1e-3,
     slowdown: Annotated[float, typer.Option("--slowdown", help="Slowdown: inference this many times slower than the source runtime.")] = 3.0,
+    ray: Annotated[Optional[str], typer.Option("--ray", help="Evaluate on a Ray cluster: auto or HOST:PORT.")] = None,
+    ray_workers: Annotated[Optional[int], typer.Option("--ray-workers", help="Ray actors (default: one per cluster CPU).")] = None,
+    cache: Annotated[Optional[Path], typer.Option("--cache", help="Cache directory (shared by Ray nodes).")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Search conversion paths and compiler options for divergences from the source model."""
@@ -260,7 +263,8 @@ def hunt(
                       resume=resume, weights=weights, timeout=timeout, max_chain=max_chain,
                       thresholds=dict(tie_margin=tie_margin, atol=atol, rtol=rtol,
                                       slowdown=slowdown),
-                      console=console, show_progress=not json_)
+                      console=console, show_progress=not json_, ray=ray,
+                      ray_workers=ray_workers, cache=cache)
     if json_:
         _print_json({"campaign": result.campaign, "evaluations": result.evaluations,
                      "findings": result.findings, "stopped": result.stopped,
@@ -479,6 +483,29 @@ def report(
     with _Status() as status:
         path = write_html(store, html, campaign, study=study, plugins=plugin or [], say=status)
     out.print(f"report written to {path}")
+
+
+# -- study ----------------------------------------------------------------------------------------
+@app.command()
+def study(
+    *,
+    models: Annotated[str, typer.Option("--models", help="Comma-separated Keras models (each with its PyTorch twin).")] = "mobilenetv2,resnet101v2,densenet121,inceptionv3",
+    images: ImagesOpt = None,
+    weights: Annotated[str, typer.Option("--weights", help="calibrated or imagenet.")] = "calibrated",
+    devices: Annotated[str, typer.Option("--devices", help="Comma-separated: cpu,cuda.")] = "cpu,cuda",
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed runs per configuration.")] = 10,
+    out_dir: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("fuzzconv-study"),
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Use the first N images.")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="Intra-op threads for every runtime.")] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds per step or run.")] = None,
+    store: StoreOpt = Path("fuzzconv-out"),
+) -> None:
+    """The 2022 paper's sensitivity study: label changes and timing per framework, opt level, device."""
+    from .study import run_study
+
+    run_study(models, images, weights, devices, repeats, out_dir, limit, store=store,
+              threads=threads, timeout=timeout, console=console)
+    out.print(f"study written to {out_dir}: study.md, study.json, labels.csv, timing.csv, plots")
 
 
 def main() -> None:

@@ -94,6 +94,12 @@ def run_hunt(*, model: str | None, budget: str, max_evals: int | None, seed: int
         raise UsageError("--limit must be at least 1")
     if resume is None and model is None:
         raise UsageError("--model is required (or --resume CAMPAIGN)")
+    from .pipeline import DEVICES, device_available
+
+    if device not in DEVICES:
+        raise UsageError(f"unknown device {device!r} (known: {', '.join(DEVICES)})")
+    if not device_available(device):
+        raise UsageError(f"device {device} is not present on this machine")
     if ray_workers is not None and ray is None:
         raise UsageError("--ray-workers needs --ray")
     if ray_workers is not None and ray_workers < 1:

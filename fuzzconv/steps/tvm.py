@@ -24,8 +24,9 @@ transposes the batches it is given (always in the model's own layout) to it. A r
 without the file (one written by a ``tvm_transform`` plugin) gets its layout from the shape of
 ``main``'s input at build time.
 
-Batch size: both importers keep the batch axis symbolic, so one artifact takes the executor's
-batches of 8 and its smaller last batch.
+Batch size: both importers keep the batch axis symbolic (``from_onnx`` keeps a symbolic ONNX
+dimension; ``torch.export`` is given a dynamic batch), so one artifact takes the executor's batches
+of 8 and its smaller last batch.
 
 Passes: ``tvm.pass`` applies one pass of ``tvm.relax.transform``. Which passes can run on their
 own on an imported module is found out from TVM itself by :func:`list_relax_passes` (see there),
@@ -212,11 +213,8 @@ def onnx_to_relax(ctx: StepContext, src: Path, dst: Path) -> None:
     from tvm.relax.frontend.onnx import from_onnx
 
     model = onnx.load(str(src))
-    batch = model.graph.input[0].type.tensor_type.shape.dim[0]
-    if batch.HasField("dim_value"):
-        # A static batch (a TFLite-born graph has 1) would refuse the executor's batches of 8.
-        # A graph that really depends on it then fails where it does, at import or at run time.
-        batch.dim_param = "batch"
+    # The frontend turns a symbolic ONNX dimension (every exporter here leaves the batch axis
+    # symbolic) into a symbolic Relax one.
     save_relax(from_onnx(model), dst)
     write_input_layout(dst.parent, onnx_input_layout(model) or ctx.model["layout"])
 
@@ -251,6 +249,8 @@ def torch_to_relax(ctx: StepContext, src: Path, dst: Path, decompose: bool = Tru
 # left out of the list with the reason recorded.
 PASS_ARG_CHOICES: dict[str, list[dict[str, Any]]] = {
     "FuseOps": [{"fuse_opt_level": 0}, {"fuse_opt_level": 1}, {"fuse_opt_level": 2}],
+    # Layouts for conv2d only: pooling and reductions follow it, and naming them fails an
+    # internal check (NoDesiredLayout(call, desired_layouts)) rather than raising an error.
     "ConvertLayout": [
         {"desired_layouts": {"relax.nn.conv2d": ["NHWC", "OHWI"]}},
         {"desired_layouts": {"relax.nn.conv2d": ["NHWC", "HWIO"]}},
@@ -282,6 +282,8 @@ FALLBACK_PASSES: dict[str, list[dict[str, Any]]] = {
     "CanonicalizeBindings": [{}],
     "CombineParallelMatmul": [{}],
     "ComputePrimValue": [{}],
+    # Layouts for conv2d only: pooling and reductions follow it, and naming them fails an
+    # internal check (NoDesiredLayout(call, desired_layouts)) rather than raising an error.
     "ConvertLayout": [
         {"desired_layouts": {"relax.nn.conv2d": ["NHWC", "OHWI"]}},
         {"desired_layouts": {"relax.nn.conv2d": ["NHWC", "HWIO"]}},
@@ -480,8 +482,8 @@ def _probe_one(mod: "tvm.IRModule", name: str, args: dict[str, Any], x: np.ndarr
         if [y.shape for y in ys] != [(len(x), 10), (1, 10)]:
             raise RuntimeError(f"outputs of shapes {[y.shape for y in ys]}")
     except Exception as exc:  # noqa: BLE001 - any failure means "not usable on its own"
-        msg = str(exc).strip().splitlines()
-        return {"ok": False, "reason": f"{stage}: {type(exc).__name__}: {msg[-1] if msg else ''}"[:300]}
+        last = (str(exc).strip().splitlines() or [""])[-1]
+        return {"ok": False, "reason": f"{stage}: {type(exc).__name__}: {last}"[:300]}
     return {"ok": True, "max_abs_diff": float(np.abs(ys[0] - expected).max()),
             "seconds": round(time.perf_counter() - t0, 2)}
 
@@ -550,8 +552,8 @@ def _run_probes(todo: list[tuple[str, dict[str, Any]]],
                 stall_seconds: float) -> dict[int, dict[str, Any]]:
     """Probe in child processes, so a pass that segfaults or hangs only costs its own entry.
 
-    One child per CPU (at most four), each on an interleaved share of the candidates: building
-    dominates and is single-threaded here.
+    One child per CPU (at most four), each on an interleaved share of the candidates, as
+    compiling them is most of the time.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -570,8 +572,8 @@ def list_relax_passes(refresh: bool = False, stall_seconds: float = 300.0) -> di
     Candidates are every constructor in ``tvm.relax.transform``, called with no arguments and
     with the plain-data values of :data:`PASS_ARG_CHOICES`. Each is applied (opt level 3, LLVM
     target in scope) to a tiny module from the ONNX frontend (:func:`_probe_module`), the result
-    is checked well-formed, saved and loaded as a relax artifact, compiled with ``tvm.compile``
-    and run at batch sizes 3 and 1. A candidate that fails any of that is left out, with the
+    is checked well-formed, saved as a relax artifact (which parses it back and compares),
+    compiled with ``tvm.compile`` and run at batch sizes 3 and 1. A candidate that fails any of that is left out, with the
     reason. Its output is not compared: a pass that changes results is what a hunt looks for.
 
     The answer is cached in ``$FUZZCONV_CACHE/tvm-passes-<tvm version>.json``; the orchestrator

@@ -202,13 +202,14 @@ def connect(address: str) -> bool:
     """
     import logging
 
+    if address != "auto":
+        _check_reachable(address)
     ray = _import_ray()
     if ray.is_initialized():
         return False
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
     try:
         if address != "auto":
-            _check_reachable(address)
             ray.init(address=address, **quiet)
             return True
         try:
@@ -282,8 +283,7 @@ class RayJudge:
                                    "(is the cluster busy?)") from None
             except ray.exceptions.RayError as exc:
                 raise ClusterError(f"a Ray worker could not start: {_last_line(exc)}") from None
-            self.nodes = sorted(set(nodes))
-            say(f"{n} Ray workers on {len(self.nodes)} node(s)")
+            say(f"{n} Ray workers on {len(set(nodes))} node(s)")
         except BaseException:
             self.close()
             raise

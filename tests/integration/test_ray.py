@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from rich.console import Console
 
 from fuzzconv.cache import Cache
+from fuzzconv.errors import UsageError
 
 from ..conftest import needs
 
@@ -194,6 +196,28 @@ def test_a_ray_hunt_finds_what_the_local_hunt_finds(hunts):
     assert list(shared.glob("models/artifacts/*/*/meta.json"))
     assert len(list(shared.glob("cache/outputs/*/*/logits.npy"))) >= 6
     assert not list((hunts["temp"] / "ray" / "cache").glob("*/*/*/meta.json"))
+
+
+def test_an_address_nothing_answers_at_fails_fast_with_one_line(tmp_path):
+    from fuzzconv.distributed import ClusterError
+    from fuzzconv.hunting import run_hunt
+
+    address = f"127.0.0.1:{_free_port()}"
+    with pytest.raises(ClusterError, match=f"no Ray cluster answers at {address}"):
+        run_hunt(model="tiny_keras", budget="1m", max_evals=1, seed=0, images=None, limit=2,
+                 device="cpu", plugins=[], focus=None, store=tmp_path, resume=None,
+                 weights="calibrated", timeout=None, max_chain=1, thresholds={},
+                 console=Console(stderr=True), show_progress=False, ray=address)
+
+
+def test_ray_workers_without_ray_is_a_usage_error(tmp_path):
+    from fuzzconv.hunting import run_hunt
+
+    with pytest.raises(UsageError, match="--ray-workers needs --ray"):
+        run_hunt(model="tiny_keras", budget="1m", max_evals=1, seed=0, images=None, limit=2,
+                 device="cpu", plugins=[], focus=None, store=tmp_path, resume=None,
+                 weights="calibrated", timeout=None, max_chain=1, thresholds={},
+                 console=Console(stderr=True), show_progress=False, ray_workers=2)
 
 
 def test_concurrent_commits_of_one_key_keep_the_first_entry(tmp_path):

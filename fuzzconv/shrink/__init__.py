@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from ..evaluator import Evaluator, Outcome
 from ..oracle import margins
-from ..pipeline import Pipeline
+from ..pipeline import Pipeline, _short
 from ..zoo import get_model
 from .localize import find_culprit, fix_hint, minimal_inputs
 from .nodes import first_divergent_node
@@ -31,12 +31,6 @@ def signature_of(out: Outcome, culprit: dict[str, Any] | None) -> str:
         return f"{out.symptom}:{out.pipeline.label()}"
     params = ",".join(f"{k}={_short(v)}" for k, v in sorted(culprit["params"].items()))
     return f"{out.symptom}:{culprit['step']}" + (f":{params}" if params else "")
-
-
-def _short(v: Any) -> str:
-    if isinstance(v, list):
-        return "[" + ",".join(_short(x) for x in v) + "]"
-    return str(v)
 
 
 def minimize(evaluator: Evaluator, pipeline: Pipeline,

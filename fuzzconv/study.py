@@ -234,7 +234,7 @@ def _probe_in_child(disabled: Sequence[str], relax_pipeline: str) -> np.ndarray 
         proc = subprocess.run([sys.executable, "-c", code, json.dumps(list(disabled)),
                                relax_pipeline, str(out)], capture_output=True, text=True)
         if proc.returncode == 0 and out.exists():
-            return np.load(out)
+            return np.load(out, allow_pickle=False)
         lines = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
         return f"exit {proc.returncode}: {lines[-1][:200] if lines else 'no message'}"
 

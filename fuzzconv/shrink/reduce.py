@@ -486,7 +486,8 @@ def materialize(model: str, cut: dict[str, Any], recorded: str, dst: str) -> dic
 def reference(model: str, inputs: str, out: str) -> dict[str, Any]:
     """Worker op: ONNX Runtime (optimisations off) on a one-input model; first output to ``out``."""
     sess = _session(model)
-    y = np.asarray(sess.run(None, {sess.get_inputs()[0].name: np.load(inputs)})[0])
+    x = np.load(inputs, allow_pickle=False)
+    y = np.asarray(sess.run(None, {sess.get_inputs()[0].name: x})[0])
     np.save(out, y, allow_pickle=False)
     return {"shape": list(y.shape)}
 
@@ -582,7 +583,7 @@ class OnnxChain:
     def judge(self, model: Path, feed: Path) -> Verdict:
         """Apply the chain and the runtime to ``model`` fed ``feed``; compare with ORT on it."""
         reg = self.ex.registry
-        x_shape = np.load(feed, mmap_mode="r").shape
+        x_shape = np.load(feed, mmap_mode="r", allow_pickle=False).shape
         # Steps and runtimes read the image shape from the spec (e.g. for a warm-up batch):
         # here the "image" is whatever the candidate takes.
         spec = {**self.spec, "input_shape": list(x_shape[1:])}

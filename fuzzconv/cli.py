@@ -432,15 +432,38 @@ def shrink(
 
 @app.command()
 def repro(
-    finding_id: Annotated[str, typer.Argument(metavar="ID", help="Finding ID or unique prefix.")],
+    finding_id: Annotated[str, typer.Argument(
+        metavar="ID|BUNDLE", help="Finding ID or unique prefix; or a bundle directory or "
+                                  ".tar.gz/.zip archive (whatever exists on disk is a bundle).")],
     *,
     store: StoreOpt = Path("fuzzconv-out"),
     plugin: PluginOpt = None,
+    trust_plugin: Annotated[bool, typer.Option("--trust-plugin", help="Run a bundle that carries "
+                                               "plugin code (read it first).")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Re-run a finding's minimal case from a cold cache (exit 1 if it still reproduces)."""
+    """Re-run a finding's minimal case from a cold cache, or a bundle's repro.py (exit 1: it reproduces)."""
     from .findings import repro_finding
+    from .report.bundle_import import looks_like_bundle_path, run_bundle
 
+    if Path(finding_id).expanduser().exists():
+        if plugin:
+            raise UsageError("--plugin applies to stored findings; a bundle brings its own "
+                             "plugin (see --trust-plugin)")
+        with _Status() as status:
+            r = run_bundle(Path(finding_id), trust_plugin=trust_plugin, say=status)
+        if json_:
+            _print_json(r.to_dict())
+        else:
+            sys.stdout.write(r.output if r.output.endswith("\n") else r.output + "\n")
+            out.print(f"{r.finding} (bundle {finding_id}): "
+                      f"{'REPRODUCED' if r.reproduced else 'NOT REPRODUCED'}")
+        raise typer.Exit(1 if r.reproduced else 0)
+    if looks_like_bundle_path(finding_id):
+        raise UsageError(f"no bundle at {finding_id}")
+    if trust_plugin:
+        raise UsageError(f"--trust-plugin applies to bundles, and there is no file or directory "
+                         f"{finding_id}")
     with _Status() as status:
         still, f = repro_finding(store, finding_id, plugin or [], status)
     if json_:
@@ -459,13 +482,18 @@ def bundle(
     store: StoreOpt = Path("fuzzconv-out"),
     plugin: PluginOpt = None,
     no_check: Annotated[bool, typer.Option("--no-check", help="Do not run repro.py once after writing.")] = False,
+    archive: Annotated[bool, typer.Option("--archive", help="Also write DIR.tar.gz, the bundle as one file to attach.")] = False,
 ) -> None:
     """Write a standalone bug case: issue text and a repro.py that needs only the culprit's libraries."""
     from .report.bundle import write_bundle
+    from .report.bundle_import import archive_bundle
 
     with _Status() as status:
         path = write_bundle(store, finding_id, output, plugin or [], verify=not no_check, say=status)
     out.print(f"bundle written to {path}; run: python {path / 'repro.py'}")
+    if archive:
+        packed = archive_bundle(path)
+        out.print(f"archive written to {packed}; run it with: fuzzconv repro {packed.name}")
 
 
 @app.command()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
+import pickle
 import sqlite3
+import tarfile
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -40,6 +45,47 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def bundle_dir(tmp: Path, name: str) -> Path:
+    """A bundle laid out as `fuzzconv bundle` writes it; its repro.py leaves tmp/repro-ran."""
+    b = tmp / name
+    (b / "input").mkdir(parents=True)
+    (b / "input" / "model.onnx").write_bytes(b"\x08\x07")
+    for array in ("inputs.npy", "expected.npy"):
+        np.save(b / array, np.zeros((1, 4), np.float32), allow_pickle=False)
+    (b / "finding.json").write_text(json.dumps({"id": "F-0000abcd", "symptom": "label_flip"}))
+    ran = tmp / "repro-ran"
+    (b / "repro.py").write_text(f"from pathlib import Path\nFINDING = 'F-0000abcd'\n"
+                                f"TIMEOUT_S = 60.0\nPath({str(ran)!r}).write_text('')\n"
+                                "print('NOT REPRODUCED')\n")
+    return b
+
+
+def bundle_tar(tmp: Path, name: str, member: str, data: bytes = b"x",
+               link: str | None = None) -> Path:
+    """That bundle as a .tar.gz, plus one more member (a symlink to ``link`` if given)."""
+    dst = tmp / f"{name}.tar.gz"
+    with tarfile.open(dst, "w:gz") as tar:
+        tar.add(bundle_dir(tmp, name), arcname=name)
+        info = tarfile.TarInfo(member)
+        if link is not None:
+            info.type, info.linkname = tarfile.SYMTYPE, link
+            tar.addfile(info)
+        else:
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return dst
+
+
+def bundle_zip(tmp: Path, name: str, member: str) -> Path:
+    b = bundle_dir(tmp, name)
+    dst = tmp / f"{name}.zip"
+    with zipfile.ZipFile(dst, "w") as zf:
+        for p in b.rglob("*"):
+            zf.write(p, p.relative_to(tmp).as_posix())
+        zf.writestr(member, b"x")
+    return dst
+
+
 def cases(tmp: Path) -> list[tuple[str, list[str], str]]:
     empty = tmp / "empty"
     empty.mkdir()
@@ -48,6 +94,13 @@ def cases(tmp: Path) -> list[tuple[str, list[str], str]]:
     (corrupt / "a.png").write_bytes(b"\x89PNG\r\n\x1a\nnot an image")
     (corrupt / "b.jpg").write_bytes(b"\xff\xd8\xff garbage")
     bad_plugin = write(tmp / "bad_plugin.py", "import nonexistent_module_xyz\n")
+    escaped = tmp / "escaped.txt"  # where a member leaving its extraction directory would land
+    climb = "../" * 40 + str(escaped).lstrip("/")
+    object_array = bundle_dir(tmp, "object-array")
+    np.save(object_array / "inputs.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    plugin_bundle = bundle_dir(tmp, "with-plugin")
+    (plugin_bundle / "plugin").mkdir()
+    write(plugin_bundle / "plugin" / "acme.py", "def transform(x):\n    return x\n")
     return [
         ("unknown model", ["hunt", "--model", "alexnet", "--max-evals", "1"], "unknown model"),
         ("unknown step", ["run", str(write(tmp / "p1.json", json.dumps(
@@ -78,6 +131,22 @@ def cases(tmp: Path) -> list[tuple[str, list[str], str]]:
         ("bad weights", ["hunt", "--model", "tiny_keras", "--weights", "/no/such.h5",
                          "--max-evals", "1"], "--weights"),
         ("unknown option", ["hunt", "--model", "tiny_keras", "--turbo"], "No such option"),
+        ("a bundle with path traversal", ["repro", str(bundle_tar(tmp, "climb", climb))],
+         "leaves the extraction directory"),
+        ("a zip bundle with an absolute path", ["repro", str(bundle_zip(tmp, "absolute",
+                                                                        str(escaped)))],
+         "leaves the extraction directory"),
+        ("a bundle with a link pointing out", ["repro", str(bundle_tar(
+            tmp, "link-out", "link-out/input/weights", link=str(escaped)))],
+         "outside the extraction directory"),
+        ("a bundle that contains a pickle", ["repro", str(bundle_tar(
+            tmp, "pickled", "pickled/input/weights.pkl", pickle.dumps({"w": [1.0]})))],
+         "input/weights.pkl is a pickle file"),
+        ("a bundle with an array that needs allow_pickle", ["repro", str(object_array)],
+         "allow_pickle"),
+        ("a bundle carrying a plugin, not trusted", ["repro", str(plugin_bundle)],
+         "plugin/acme.py"),
+        ("a bundle path that does not exist", ["repro", str(tmp / "nope.tar.gz")], "no bundle at"),
     ]
 
 
@@ -94,6 +163,8 @@ def test_every_bad_input_class_is_one_line_exit_2_and_leaves_the_store(tmp_path,
         assert dump(store) == before, name
         seen.append(name)
     assert len(seen) >= 12
+    # No refused bundle ran its repro.py or wrote outside its extraction directory.
+    assert not (tmp_path / "repro-ran").exists() and not (tmp_path / "escaped.txt").exists()
 
 
 def test_unwritable_store_is_one_line(tmp_path):

@@ -279,3 +279,35 @@ def test_every_recipe_computes_what_fuzzconv_computed(hunted: tuple[Path, dict[s
     proc = run_repro(Path(sys.executable), out)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert verdict(proc) == "NOT REPRODUCED"
+
+
+def test_a_received_bundle_runs_its_plugin_only_when_trusted(
+        bundle: Path, hunted: tuple[Path, dict[str, Any]]) -> None:
+    _, finding = hunted
+    refused = CliRunner().invoke(app, ["repro", str(bundle)])
+    assert refused.exit_code == 2, refused.output
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.output
+    assert "plugin/fault_plugin.py" in refused.stderr and "--trust-plugin" in refused.stderr
+    trusted = CliRunner().invoke(app, ["repro", str(bundle), "--trust-plugin", "--json"])
+    assert trusted.exit_code == 1, trusted.output
+    result = json.loads(trusted.stdout)
+    assert result["id"] == finding["id"] and result["reproduced"] is True
+    assert result["plugin_files"] == ["plugin/fault_plugin.py"]
+    assert result["output"].strip().splitlines()[-1] == "REPRODUCED"
+
+
+def test_an_archived_bundle_round_trips_through_repro(hunted: tuple[Path, dict[str, Any]],
+                                                      tmp_path: Path) -> None:
+    store, finding = hunted
+    plugins = [a for p in PLUGINS for a in ("--plugin", str(p))]
+    made = CliRunner().invoke(app, ["bundle", finding["id"], "-o", str(tmp_path / "case"),
+                                    "--store", str(store), "--no-check", "--archive", *plugins])
+    assert made.exit_code == 0, made.output
+    archive = tmp_path / "case.tar.gz"
+    # Only the archive travels: the directory it was made from is gone.
+    shutil.rmtree(tmp_path / "case")
+    r = CliRunner().invoke(app, ["repro", str(archive), "--trust-plugin"])
+    assert r.exit_code == 1, r.output
+    assert r.stdout.strip().splitlines()[-1] == f"{finding['id']} (bundle {archive}): REPRODUCED"
+    assert r.stdout.strip().splitlines()[-2] == "REPRODUCED"  # repro.py's own verdict
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case.tar.gz"]

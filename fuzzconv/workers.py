@@ -10,8 +10,16 @@ symptom (``crash`` or ``timeout``), the error class and the tail of the worker's
 
 Protocol: the parent writes one JSON object per line to the child's stdin; the child answers one
 line on a private pipe (its fd 1 is redirected to stderr, so framework chatter cannot corrupt the
-protocol). Requests: ``{"op": NAME, ...}`` with ops from :data:`fuzzconv.worker_ops.OPS`.
-Answers: ``{"ok": true, "result": ...}`` or ``{"ok": false, "error_class", "error", "traceback"}``.
+protocol). Requests: ``{"op": NAME, ...}``, served by ``Server.op_NAME`` in
+:mod:`fuzzconv.worker_main`. Answers: ``{"ok": true, "result": ...}`` or ``{"ok": false,
+"error_class", "error", "traceback"}``.
+
+Memory: frameworks keep what a large step allocated (TensorFlow's allocator, converters' caches),
+so a worker that converted a large model stays large while it waits for its next request, next to
+the other families' workers. A worker whose resident size exceeds ``max_rss`` after a request is
+therefore closed, and the next request starts a fresh one (the imports are paid again, a few
+seconds). The limit is ``$FUZZCONV_WORKER_MAX_RSS`` (bytes, or with a ``K``/``M``/``G`` suffix; 0
+turns it off), by default :data:`DEFAULT_MAX_RSS`.
 """
 
 from __future__ import annotations
@@ -27,9 +35,50 @@ from pathlib import Path
 from typing import Any
 
 from .registry import FAMILIES, family_available
-from .errors import MissingExtra
+from .errors import MissingExtra, UsageError
 
 DEFAULT_TIMEOUT = 600.0
+#: Resident size above which a worker is recycled after a request (see the module docstring).
+DEFAULT_MAX_RSS = 3 * 1024**3
+
+
+def parse_size(text: str) -> int:
+    """``"3G"``, ``"512M"``, ``"2048K"`` or plain bytes as bytes.
+
+    Raises:
+        ValueError: not a size.
+    """
+    t = text.strip().upper().removesuffix("B")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    number = float(t[:-1] if scale > 1 else t)
+    if number < 0:
+        raise ValueError(f"negative size {text!r}")
+    return int(number * scale)
+
+
+def max_rss_from_env() -> int:
+    """The recycling limit: ``$FUZZCONV_WORKER_MAX_RSS``, else :data:`DEFAULT_MAX_RSS`; 0 is off.
+
+    Raises:
+        UsageError: the variable is not a size.
+    """
+    raw = os.environ.get("FUZZCONV_WORKER_MAX_RSS")
+    if raw is None or not raw.strip():
+        return DEFAULT_MAX_RSS
+    try:
+        size = parse_size(raw)
+    except ValueError:
+        raise UsageError(f"FUZZCONV_WORKER_MAX_RSS must be a size such as 3G or 0, not {raw!r}") from None
+    return size
+
+
+def resident_bytes(pid: int) -> int | None:
+    """A process's resident set size from ``/proc`` (Linux); None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class WorkerFailure(Exception):
@@ -59,10 +108,20 @@ def _signal_name(code: int) -> str:
 
 
 class Worker:
-    """The orchestrator's handle on one family's subprocess."""
+    """The orchestrator's handle on one family's subprocess.
+
+    Args:
+        family: the framework family.
+        log_dir: where ``worker-FAMILY.log`` (the worker's stdout and stderr) goes.
+        plugin_files: plugin files the worker loads.
+        env: extra environment variables for the worker.
+        max_rss: recycle the worker after a request that leaves it above this many resident
+            bytes; 0 never recycles. Defaults to ``$FUZZCONV_WORKER_MAX_RSS`` or
+            :data:`DEFAULT_MAX_RSS`.
+    """
 
     def __init__(self, family: str, log_dir: Path, plugin_files: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, max_rss: int | None = None):
         if family not in FAMILIES:
             raise ValueError(f"unknown family {family}")
         self.family = family
@@ -71,8 +130,10 @@ class Worker:
         self.env = env
         self.proc: subprocess.Popen | None = None
         self._reader: Any = None
+        self.max_rss = max_rss_from_env() if max_rss is None else max_rss
         self.starts = 0
         self.requests = 0
+        self.recycles = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -101,6 +162,19 @@ class Worker:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def rss(self) -> int | None:
+        """The worker's resident size now; None when it is not running or ``/proc`` is absent."""
+        return resident_bytes(self.proc.pid) if self.alive() else None  # type: ignore[union-attr]
+
+    def _recycle_if_large(self) -> None:
+        """Close the worker when it holds more than ``max_rss``; the next request starts anew."""
+        if not self.max_rss:
+            return
+        rss = self.rss()
+        if rss is not None and rss > self.max_rss:
+            self.close()
+            self.recycles += 1
 
     def kill(self) -> None:
         if self.proc is None:
@@ -172,6 +246,7 @@ class Worker:
                 self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         answer = json.loads(line)
+        self._recycle_if_large()
         if answer.get("ok"):
             return answer.get("result")
         raise WorkerFailure("crash", answer.get("error_class", "Error"), answer.get("error", ""),
@@ -204,14 +279,18 @@ class Worker:
 class WorkerPool:
     """One worker per family, started on first use. Use as a context manager."""
 
-    def __init__(self, log_dir: Path, plugin_files: tuple[str, ...] = ()):
+    def __init__(self, log_dir: Path, plugin_files: tuple[str, ...] = (),
+                 max_rss: int | None = None):
         self.log_dir = Path(log_dir)
         self.plugin_files = tuple(plugin_files)
+        # Read once here, so a bad value is a usage error before any worker starts.
+        self.max_rss = max_rss_from_env() if max_rss is None else max_rss
         self.workers: dict[str, Worker] = {}
 
     def get(self, family: str) -> Worker:
         if family not in self.workers:
-            self.workers[family] = Worker(family, self.log_dir, self.plugin_files)
+            self.workers[family] = Worker(family, self.log_dir, self.plugin_files,
+                                          max_rss=self.max_rss)
         return self.workers[family]
 
     def request(self, family: str, msg: dict[str, Any], timeout: float | None = None) -> Any:

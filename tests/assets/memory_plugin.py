@@ -1,0 +1,34 @@
+"""Steps that use memory the way large converters do; the worker memory tests use them."""
+
+import time
+from pathlib import Path
+
+from fuzzconv.plugins import step
+
+# What a framework keeps after a step (allocator pools, caches): held until the process ends.
+_held: list[bytearray] = []
+
+
+def _touched(mb: int) -> bytearray:
+    # Filled, not just allocated: untouched pages are not resident.
+    return bytearray(b"\x01") * (mb << 20)
+
+
+@step("mem.hold", src="onnx", dst="onnx", family="ort")
+def hold(ctx, src: Path, dst: Path, mb: int = 10, fail: bool = False) -> None:
+    _held.append(_touched(mb))
+    if fail:
+        raise MemoryError("converter gave up after allocating")
+    dst.write_bytes(src.read_bytes())
+
+
+@step("mem.cycles", src="onnx", dst="onnx", family="ort")
+def cycles(ctx, src: Path, dst: Path, rounds: int = 8, mb: int = 48, pause: float = 0.4) -> None:
+    """Leave ``rounds`` garbage reference cycles that each own ``mb`` MB: few objects, many bytes,
+    which is what deep-copying a graph with its weights leaves behind."""
+    for _ in range(rounds):
+        node: list = [_touched(mb)]
+        node.append(node)
+        del node
+        time.sleep(pause)
+    dst.write_bytes(src.read_bytes())

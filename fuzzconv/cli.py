@@ -306,45 +306,58 @@ def _open_store(store: Path) -> Any:
 @app.command()
 def reports(
     *,
-    model: Annotated[Optional[str], typer.Option("--model", help="Only this model.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Only findings on this model.")] = None,
     symptom: Annotated[Optional[str], typer.Option("--symptom", help="Only this symptom.")] = None,
-    status: Annotated[Optional[str], typer.Option("--status", help="new, confirmed, fixed or flaky.")] = None,
-    limit: Annotated[int, typer.Option("--limit", help="Show at most N rows.")] = 50,
+    status: Annotated[Optional[str], typer.Option("--status", help="Only buckets with this status: new, confirmed, fixed or flaky.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="Show at most N buckets (table default 50, --json default all; 0: all).")] = None,
+    offset: Annotated[int, typer.Option("--offset", min=0, help="Skip the first N buckets (the next page).")] = 0,
     store: StoreOpt = Path("fuzzconv-out"),
     json_: JsonOpt = False,
 ) -> None:
-    """List findings, one row per bucket (same culprit step, parameters and symptom)."""
-    from .findings import STATUSES, buckets
-    from .oracle import SYMPTOMS
+    """List findings, one row per bucket (same culprit step, parameters and symptom), worst first."""
+    from .store import STATUSES, SYMPTOMS
 
     if status is not None and status not in STATUSES:
         raise UsageError(f"unknown status {status!r} (known: {', '.join(STATUSES)})")
     if symptom is not None and symptom not in SYMPTOMS:
         raise UsageError(f"unknown symptom {symptom!r} (known: {', '.join(SYMPTOMS)})")
+    page = (None if json_ else 50) if limit is None else (limit or None)
+    sel = dict(model=model, symptom=symptom, status=status)
     with _open_store(store) as db:
-        found = db.findings(model=model, symptom=symptom, status=status)
+        rows, n_buckets, n_findings = db.buckets(**sel, limit=page, offset=offset)
+        if json_:
+            # the findings of the listed buckets, bucket by bucket, one finding a line
+            sys.stdout.write("[" + ",".join("\n" + f for f in db.bucket_findings_json(
+                **sel, limit=page, offset=offset)) + "\n]\n")
+    more = n_buckets - offset - len(rows)
     if json_:
-        _print_json(found[:limit] if limit else found)
+        if more > 0:
+            console.print(f"{more} more buckets: --offset {offset + len(rows)} for the next page, "
+                          "--limit 0 for all")
         return
-    rows = sorted(buckets(found), key=lambda r: (-(r["worst_flip_rate"] or 0), -r["count"]))
-    table = Table(title=f"{len(found)} findings in {len(rows)} buckets")
+    import time as _t
+
+    def when(t: float) -> str:
+        return _t.strftime("%Y-%m-%d %H:%M", _t.localtime(t))
+
+    if not rows and offset:
+        out.print(f"{n_findings} findings in {n_buckets} buckets; none past --offset {offset}")
+        return
+    table = Table(title=f"{n_findings} findings in {n_buckets} buckets" + (
+        f" (buckets {offset + 1}–{offset + len(rows)} of {n_buckets})" if len(rows) < n_buckets else ""))
     for c in ("ids", "symptom", "culprit", "count", "worst flip", "models", "first seen",
               "last seen", "status"):
         table.add_column(c, overflow="fold")
-    import time as _t
-
-    for r in rows[:limit]:
-        seen = [f for f in found if f["id"] in r["ids"]]
-        first = min(f["first_seen"] for f in seen)
-        last = max(f["last_seen"] for f in seen)
-        table.add_row(", ".join(r["ids"][:3]) + (" …" if len(r["ids"]) > 3 else ""), r["symptom"],
-                      _culprit(r["culprit"]), str(r["count"]),
+    for r in rows:
+        table.add_row(", ".join(r["ids"]) + (" …" if r["count"] > len(r["ids"]) else ""),
+                      r["symptom"], _culprit(r["culprit"]), str(r["count"]),
                       f"{r['worst_flip_rate']:.1%}" if r["worst_flip_rate"] is not None else "—",
-                      ", ".join(r["models"]), _t.strftime("%Y-%m-%d %H:%M", _t.localtime(first)),
-                      _t.strftime("%Y-%m-%d %H:%M", _t.localtime(last)), r["status"])
+                      ", ".join(r["models"]), when(r["first_seen"]), when(r["last_seen"]),
+                      r["status"])
     out.print(table)
-    if len(rows) > limit:
-        out.print(f"… {len(rows) - limit} more buckets (--limit)")
+    if more > 0:
+        out.print(f"… {more} more buckets: --offset {offset + len(rows)} for the next page, "
+                  f"--limit 0 for all, --json for every finding")
 
 
 def _culprit(c: Any) -> str:

@@ -1,4 +1,4 @@
-"""Working with stored findings: re-shrink, reproduce, list by bucket.
+"""Working with stored findings: re-shrink and reproduce (listing by bucket is ``Store.buckets``).
 
 Each function opens what it needs from a store directory and leaves the store consistent whatever
 happens: a finding is rewritten only once its new state is complete.
@@ -7,7 +7,6 @@ happens: a finding is rewritten only once its new state is complete.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -20,8 +19,6 @@ from .pipeline import Pipeline
 from .session import open_session
 from .store import Store
 from .versions import stack_versions
-
-STATUSES = ("new", "confirmed", "fixed", "flaky")
 
 
 @contextmanager
@@ -78,29 +75,3 @@ def repro_finding(store: Path, fid: str, plugins: list[Path],
         else:
             db.set_finding_status(f["id"], "fixed", {"fixed_in": stack_versions()})
         return still, db.finding(f["id"])
-
-
-def buckets(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per bucket: count, worst flip rate, models, first/last seen, status."""
-    rows: dict[str, dict[str, Any]] = {}
-    models: dict[str, set[str]] = defaultdict(set)
-    for f in findings:
-        b = f.get("bucket") or bucket_of(f)
-        r = rows.setdefault(b, {"bucket": b, "symptom": f["symptom"], "culprit": f.get("culprit"),
-                                "signature": f["signature"], "count": 0, "worst_flip_rate": None,
-                                "ids": [], "statuses": set()})
-        r["count"] += 1
-        r["ids"].append(f["id"])
-        r["statuses"].add(f.get("status", "new"))
-        fr = f.get("flip_rate")
-        if fr is not None and (r["worst_flip_rate"] is None or fr > r["worst_flip_rate"]):
-            r["worst_flip_rate"] = fr
-        models[b].add(f["model"])
-    out = []
-    for b, r in rows.items():
-        st = r.pop("statuses")
-        # the bucket is as alive as its most alive finding
-        r["status"] = next(s for s in ("confirmed", "new", "flaky", "fixed") if s in st)
-        r["models"] = sorted(models[b])
-        out.append(r)
-    return out

@@ -58,9 +58,18 @@ CREATE TABLE IF NOT EXISTS findings (
     first_seen REAL NOT NULL,
     last_seen REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS findings_bucket ON findings(bucket);
 CREATE INDEX IF NOT EXISTS findings_model ON findings(model, status);
+CREATE INDEX IF NOT EXISTS findings_campaign ON findings(campaign);
+-- `reports` groups findings by bucket from this index alone, never reading the JSON documents
+CREATE INDEX IF NOT EXISTS findings_triage ON findings(bucket, status, flip_rate, first_seen,
+                                                       last_seen, model, symptom, campaign);
 """
+
+STATUSES = ("new", "confirmed", "fixed", "flaky")
+SYMPTOMS = ("label_flip", "numeric", "crash", "timeout", "nan", "slowdown")
+# A bucket is as alive as its most alive finding: its status is the first of these that it holds.
+_ALIVE = ("confirmed", "new", "flaky", "fixed")
+_RANK = "CASE status " + " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(_ALIVE)) + " END"
 
 
 class Store:
@@ -165,8 +174,15 @@ class Store:
                         (status, json.dumps(f, sort_keys=True, default=str), time.time(), f["id"]))
 
     def finding(self, fid: str) -> dict[str, Any]:
-        rows = self.db.execute("SELECT data, first_seen, last_seen, status FROM findings "
-                               "WHERE id = ? OR id LIKE ? LIMIT 3", (fid, fid + "%")).fetchall()
+        cols = "SELECT data, first_seen, last_seen, status FROM findings"
+        rows = self.db.execute(f"{cols} WHERE id = ?", (fid,)).fetchall()
+        if not rows:  # a prefix: a range of the primary key, so no scan of the documents
+            rows = self.db.execute(f"{cols} WHERE id >= ? AND id < ? LIMIT 2",
+                                   (fid, fid + "\U0010ffff")).fetchall()
+        if not rows:  # the same prefix in other letter case
+            pattern = fid.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            rows = self.db.execute(f"{cols} WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
+                                   (pattern,)).fetchall()
         if not rows:
             raise UsageError(f"no finding {fid!r} in {self.path.parent}")
         if len(rows) > 1:
@@ -189,6 +205,85 @@ class Store:
             f.update(first_seen=r[1], last_seen=r[2], status=r[3], bucket=r[4])
             out.append(f)
         return out
+
+    # -- buckets -----------------------------------------------------------------------------
+    def _buckets_sql(self, model: str | None, symptom: str | None, status: str | None,
+                     limit: int | None, offset: int) -> tuple[str, str, list[Any], list[Any]]:
+        """The ``page`` CTE (one ranked row per bucket of this page) and the filter on findings."""
+        where, args = "", []
+        for col, val in (("model", model), ("symptom", symptom)):
+            if val is not None:
+                where += f" AND {col} = ?"
+                args.append(val)
+        having = f"HAVING MIN({_RANK}) = ?" if status is not None else ""
+        cte = f"""
+            WITH b AS (
+                SELECT bucket, COUNT(*) AS count, MAX(flip_rate) AS worst_flip_rate,
+                       MIN(first_seen) AS first_seen, MAX(last_seen) AS last_seen,
+                       MIN({_RANK}) AS rank, COUNT(DISTINCT campaign) AS campaigns,
+                       GROUP_CONCAT(DISTINCT model) AS models
+                FROM findings WHERE 1=1 {where} GROUP BY bucket {having}),
+            page AS (
+                SELECT *, ROW_NUMBER() OVER (ORDER BY COALESCE(worst_flip_rate, 0) DESC,
+                                             count DESC, first_seen, bucket) AS ord,
+                       COUNT(*) OVER () AS n_buckets, SUM(count) OVER () AS n_findings
+                FROM b ORDER BY ord LIMIT ? OFFSET ?)"""
+        page_args = [*args, *([_ALIVE.index(status)] if status is not None else []),
+                     -1 if limit is None else limit, offset]
+        return cte, where, page_args, args
+
+    def buckets(self, model: str | None = None, symptom: str | None = None,
+                status: str | None = None, limit: int | None = None,
+                offset: int = 0) -> tuple[list[dict[str, Any]], int, int]:
+        """One row per bucket, worst first (highest flip rate, then most findings).
+
+        Grouping, filtering and ordering happen in SQL on an index, so a page costs the same on
+        ten findings as on ten thousand. ``model`` and ``symptom`` select findings; ``status``
+        selects buckets by their status (that of their most alive finding).
+
+        Returns:
+            (the rows of this page, buckets matching in all, findings in them).
+        """
+        cte, where, page_args, args = self._buckets_sql(model, symptom, status, limit, offset)
+        rows, n_buckets, n_findings = [], 0, 0
+        for r in self.db.execute(cte + " SELECT * FROM page ORDER BY ord", page_args).fetchall():
+            n_buckets, n_findings = r["n_buckets"], r["n_findings"]
+            first = self.db.execute(
+                "SELECT id, symptom, signature, json_extract(data, '$.culprit') FROM findings"
+                f" WHERE bucket = ? {where} ORDER BY first_seen, id LIMIT 3",
+                [r["bucket"], *args]).fetchall()
+            rows.append({
+                "bucket": r["bucket"], "symptom": first[0][1], "signature": first[0][2],
+                "culprit": json.loads(first[0][3]) if first[0][3] else None,
+                "count": r["count"], "campaigns": r["campaigns"],
+                "worst_flip_rate": r["worst_flip_rate"], "status": _ALIVE[r["rank"]],
+                "models": sorted(r["models"].split(",")), "first_seen": r["first_seen"],
+                "last_seen": r["last_seen"], "ids": [f[0] for f in first]})
+        if not rows and offset:  # past the last page: still say how many there are
+            n_buckets, n_findings = self.db.execute(
+                cte.replace("LIMIT ? OFFSET ?", "") + " SELECT COUNT(*), COALESCE(SUM(count), 0)"
+                " FROM page", page_args[:-2]).fetchone()
+        return rows, n_buckets, n_findings
+
+    def bucket_findings_json(self, model: str | None = None, symptom: str | None = None,
+                             status: str | None = None, limit: int | None = None,
+                             offset: int = 0) -> Iterator[str]:
+        """The findings of the buckets ``buckets`` lists with the same arguments, in its order,
+        as compact JSON texts: the stored document with its current status and sightings, its
+        ``bucket``, and the bucket's ``bucket_count`` and ``bucket_status``.
+
+        SQLite patches the stored documents itself (``json_set``), so listing every finding of
+        a large store does not parse and re-encode each one in Python.
+        """
+        cte, where, page_args, args = self._buckets_sql(model, symptom, status, limit, offset)
+        alive = "CASE page.rank " + " ".join(f"WHEN {i} THEN '{s}'" for i, s in enumerate(_ALIVE)) + " END"
+        q = (cte + " SELECT json_set(f.data, '$.first_seen', f.first_seen, '$.last_seen',"
+             " f.last_seen, '$.status', f.status, '$.bucket', f.bucket, '$.bucket_count',"
+             f" page.count, '$.bucket_status', {alive})"
+             " FROM page JOIN findings AS f ON f.bucket = page.bucket"
+             + where.replace(" AND ", " AND f.") + " ORDER BY page.ord, f.first_seen, f.id")
+        for (text,) in self.db.execute(q, [*page_args, *args]):
+            yield text
 
     def integrity_ok(self) -> bool:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

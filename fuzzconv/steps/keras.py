@@ -16,6 +16,7 @@ module to read the registry and must not load TensorFlow.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -58,6 +59,55 @@ def reset_tf2onnx_names() -> None:
     tf2onnx.utils.INTERNAL_NAME = 1
 
 
+_GENERATED = re.compile(r"__(\d+)(?=$|:)")
+
+
+def canonical_generated_names(proto: "onnx.ModelProto") -> None:
+    """Renumber the ``__N`` suffixes tf2onnx gives the names it generates, in graph order.
+
+    Even with its counter restarted, tf2onnx draws one name more on its first conversion in a
+    process than on later ones (``Conv__39`` there, ``Conv__38`` after), so the same conversion
+    named its nodes by what the worker did before. Numbering the suffixes by first appearance
+    (nodes in order, then initializers) makes the names a function of the graph alone: node names
+    in findings stay valid when a cold re-run rebuilds the artifact. Names are changed everywhere
+    they occur (node, tensor, initializer, value_info, subgraphs), so the graph means the same.
+    """
+    graphs, order = [proto.graph], {}
+
+    def note(name: str) -> None:
+        for m in _GENERATED.finditer(name):
+            order.setdefault(m.group(1), str(len(order) + 1))
+
+    def names(g: "onnx.GraphProto"):
+        for n in g.node:
+            yield n, ("name",), n.name
+            for i, t in enumerate(n.input):
+                yield n.input, (i,), t
+            for i, t in enumerate(n.output):
+                yield n.output, (i,), t
+            for a in n.attribute:
+                if a.g.node:
+                    graphs.append(a.g)
+                graphs.extend(x for x in a.graphs)
+        for coll in (g.initializer, g.value_info, g.input, g.output):
+            for x in coll:
+                yield x, ("name",), x.name
+
+    i = 0
+    while i < len(graphs):  # subgraphs are appended while walking
+        for _obj, _where, name in names(graphs[i]):
+            note(name)
+        i += 1
+    for g in graphs:
+        for obj, (where,), name in list(names(g)):
+            new = _GENERATED.sub(lambda m: "__" + order[m.group(1)], name)
+            if new != name:
+                if isinstance(where, int):
+                    obj[where] = new
+                else:
+                    setattr(obj, where, new)
+
+
 def _input_spec(ctx: StepContext) -> "tf.TensorSpec":
     """The input signature: any batch size, the model's image shape, float32."""
     import tensorflow as tf
@@ -86,6 +136,7 @@ def keras_to_onnx(ctx: StepContext, src: Path, dst: Path, opset: int = 13,
             # Our contract, not the converter's behaviour: never mislabel an input's layout.
             raise RuntimeError(f"tf2onnx did not make the input NCHW: {[d.dim_value for d in dims]}")
         onnx.helper.set_model_props(proto, {INPUT_LAYOUT_KEY: "NCHW"})
+    canonical_generated_names(proto)
     onnx.save(proto, str(dst))
 
 

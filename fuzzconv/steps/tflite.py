@@ -13,16 +13,19 @@ from typing import Callable
 import numpy as np
 
 from ..plugins import StepContext, runtime, step
-from .keras import reset_tf2onnx_names
+from .keras import canonical_generated_names, reset_tf2onnx_names
 
 
 @step("tflite.tf2onnx", src="tflite", dst="onnx", family="tf", opset=[13, 15, 17])
 def tflite_to_onnx(ctx: StepContext, src: Path, dst: Path, opset: int = 13) -> None:
     """tf2onnx ``from_tflite``."""
+    import onnx
     import tf2onnx
 
     reset_tf2onnx_names()
-    tf2onnx.convert.from_tflite(str(src), opset=int(opset), output_path=str(dst))
+    proto, _ = tf2onnx.convert.from_tflite(str(src), opset=int(opset))
+    canonical_generated_names(proto)
+    onnx.save(proto, str(dst))
 
 
 @runtime("tflite", format="tflite", family="tf", xnnpack=[True, False], threads=[1, 2])

@@ -1,0 +1,386 @@
+"""Hunt every injected fault of ``benchmarks/faults/`` and score what the hunt found against it.
+
+    python benchmarks/run_faults.py [--models tiny,mobilenetv2] [--faults conv_padding,...]
+                                    [--budget-tiny 4m] [--budget 10m] [--quick] [--no-write]
+
+Each fault is a plugin file holding ``GROUND_TRUTH`` (the culprit step and parameters, steps the
+minimal pipeline must also hold, the symptom, whether it is subtle or flaky) and
+``affected_node(onnx_model)``, the node it changes. For every model and fault, ``fuzzconv hunt``
+runs twice: without ``--focus`` (the fault step is one option among all the built-in ones) and
+with ``--focus`` on the culprit step. Each hunt gets its own store; hunts of one model share a
+cache directory (``--cache``), as a user's successive hunts would.
+
+A finding is *injected* when its culprit is one of the fault's steps. It is scored:
+
+- detected: an injected finding with the ground truth's symptom exists;
+- time to first finding: campaign start → the evaluation that first showed it;
+  time to minimized: campaign start → the finding stored, shrunk and localized;
+- culprit exact: the culprit step and parameters are the ground truth's, and the minimal pipeline
+  holds the ``also`` steps;
+- node match: ``first_divergent_node`` is ``affected_node`` of the ONNX graph the fault was applied
+  to (for a TVM culprit: the ONNX graph the module was imported from);
+- flaky: the finding's ``flaky`` flag against the ground truth's.
+
+The other findings are either *stack* findings — the minimal pipeline holds no fault step and the
+culprit is a built-in step: a real divergence of the framework stack (TFLite's DEFAULT
+quantisation, ...) that the hunt is right to report — or *false*: a finding that blames the fault
+step at a setting where it does nothing, or that needs a fault step but blames another step.
+
+``--quick`` (what CI runs) hunts the tiny model only and stops each hunt once the injected finding
+is stored (Ctrl-C, which the hunt handles gracefully), so false findings there are counted only up
+to that point; a full run (the default) spends the whole budget on each hunt.
+
+Results go to the console (rich), to ``benchmarks/RESULTS.md`` between the ``faults`` markers (not
+with ``--no-write``), and with ``--json FILE`` to a file. The exit code is 1 when a goal is missed on
+the tiny model (every fault detected with the exact culprit, no false findings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+HERE = Path(__file__).resolve().parent
+FAULTS = HERE / "faults"
+RESULTS = HERE / "RESULTS.md"
+BEGIN, END = "<!-- faults:begin -->", "<!-- faults:end -->"
+ALIASES = {"tiny": "tiny_keras"}
+console = Console()
+
+
+@dataclass
+class Fault:
+    name: str
+    path: Path
+    truth: dict[str, Any]
+    hunt_args: list[str]
+    steps: set[str]
+
+    @classmethod
+    def load(cls, path: Path) -> "Fault":
+        """Read the ground truth without running the plugin (it is a literal)."""
+        tree = ast.parse(path.read_text())
+        consts: dict[str, Any] = {}
+        steps: set[str] = set()
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
+                    isinstance(node.targets[0], ast.Name) and \
+                    node.targets[0].id in ("GROUND_TRUTH", "HUNT_ARGS"):
+                consts[node.targets[0].id] = ast.literal_eval(node.value)
+            if isinstance(node, ast.FunctionDef):
+                for d in node.decorator_list:
+                    if isinstance(d, ast.Call) and d.args and isinstance(d.args[0], ast.Constant):
+                        steps.add(d.args[0].value)
+        if "GROUND_TRUTH" not in consts:
+            raise SystemExit(f"{path}: no GROUND_TRUTH")
+        return cls(path.stem, path, consts["GROUND_TRUTH"], consts.get("HUNT_ARGS", []), steps)
+
+    def module(self) -> Any:
+        spec = importlib.util.spec_from_file_location(f"fault_{self.name}", self.path)
+        mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        spec.loader.exec_module(mod)  # type: ignore[union-attr]
+        return mod
+
+
+def all_faults() -> list[Fault]:
+    return [Fault.load(p) for p in sorted(FAULTS.glob("*.py")) if not p.name.startswith("_")]
+
+
+@dataclass
+class Run:
+    model: str
+    fault: str
+    focus: bool
+    wall_s: float = 0.0
+    evaluations: int = 0
+    detected: bool = False
+    t_first: float | None = None
+    t_minimized: float | None = None
+    fresh: int = 0
+    cached: int = 0
+    culprit_exact: bool = False
+    node_expected: str | None = None
+    node_found: str | None = None
+    node_match: bool | None = None
+    flaky_expected: bool = False
+    flaky_found: bool | None = None
+    flip_rate: float | None = None
+    stack: list[str] = field(default_factory=list)
+    false: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def row(self) -> list[str]:
+        def t(x: float | None) -> str:
+            return "—" if x is None else f"{x:.0f}"
+
+        node = "n/a" if self.node_match is None else ("yes" if self.node_match else
+                                                     f"no ({self.node_found})")
+        return [self.model, self.fault, "on" if self.focus else "off",
+                "yes" if self.detected else "**no**", t(self.t_first), t(self.t_minimized),
+                f"{self.fresh}/{self.cached}", "yes" if self.culprit_exact else "no", node,
+                "—" if self.flip_rate is None else f"{self.flip_rate:.1%}",
+                ("yes" if self.flaky_found else "no") + (" (expected)" if self.flaky_expected else ""),
+                str(len(self.stack)), str(len(self.false)), f"{self.wall_s:.0f}"]
+
+
+HEADER = ["model", "fault", "focus", "detected", "first (s)", "minimized (s)", "fresh/cached",
+          "culprit exact", "node match", "flip rate", "flaky", "stack", "false", "wall (s)"]
+
+
+def _fuzzconv() -> list[str]:
+    return [sys.executable, "-c", "from fuzzconv.cli import main; main()"]
+
+
+def _injected(store: Path, steps: set[str]) -> bool:
+    db = store / "fuzzconv.sqlite"
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            rows = con.execute("SELECT data FROM findings").fetchall()
+    except sqlite3.Error:
+        return False
+    for (data,) in rows:
+        f = json.loads(data)
+        if (f.get("culprit") or {}).get("step") in steps and f.get("minimal_pipeline"):
+            return True
+    return False
+
+
+def hunt(fault: Fault, model: str, focus: bool, budget: str, work: Path, stop_early: bool,
+         seed: int) -> tuple[Path, float, str]:
+    """Run one hunt; returns its store, wall time and the tail of its output."""
+    store = work / model / fault.name / ("focus" if focus else "nofocus")
+    shutil.rmtree(store, ignore_errors=True)
+    cmd = [*_fuzzconv(), "hunt", "--model", model, "--plugin", str(fault.path), "--budget", budget,
+           "--seed", str(seed), "--store", str(store), "--cache", str(work / f"cache-{model}"),
+           "--json", *fault.hunt_args]
+    if focus:
+        cmd += ["--focus", fault.truth["culprit"]["step"]]
+    log = work / f"{model}-{fault.name}-{'focus' if focus else 'nofocus'}.log"
+    t0 = time.monotonic()
+    with log.open("w") as out:
+        # A shell without job control starts background jobs with SIGINT ignored, and Python keeps
+        # an ignored SIGINT ignored: restore it, or the hunt could not be stopped like Ctrl-C.
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        while proc.poll() is None:
+            time.sleep(2)
+            if stop_early and _injected(store, fault.steps):
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(120)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                break
+        proc.wait()
+    return store, time.monotonic() - t0, log.read_text()[-2000:]
+
+
+def _params_match(want: dict[str, Any], got: dict[str, Any]) -> bool:
+    return all(got.get(k) == v for k, v in want.items())
+
+
+def _holds(pipeline: dict[str, Any] | None, want: dict[str, Any]) -> bool:
+    steps = (pipeline or {}).get("steps", [])
+    return any(s.get("step") == want["step"] and _params_match(want["params"], s.get("params", {}))
+               for s in steps)
+
+
+def expected_node(fault: Fault, store: Path, cache: Path, finding: dict[str, Any]) -> str | None:
+    """``affected_node`` of the ONNX graph the culprit was applied to (or imported from)."""
+    import onnx
+
+    from fuzzconv.distributed import use_cache_dir
+    from fuzzconv.executor import Evaluation
+    from fuzzconv.pipeline import Pipeline
+    from fuzzconv.session import open_session
+    from fuzzconv.shrink.reduce import upstream_onnx
+
+    with open_session(store, [fault.path]) as ex:
+        use_cache_dir(ex, cache)
+        pipe = Pipeline.from_dict(finding["minimal_pipeline"], ex.registry)
+        index = next(i for i, s in enumerate(pipe.steps, 1) if s.name == finding["culprit"]["step"])
+        n = upstream_onnx(ex.registry, pipe, index)
+        if n is None:
+            return None
+        path = ex.artifact(pipe, n, Evaluation(pipe, None))
+        if path is None:
+            return None
+        return fault.module().affected_node(onnx.load(str(path)))
+
+
+def score(fault: Fault, model: str, focus: bool, store: Path, cache: Path, wall: float) -> Run:
+    run = Run(model, fault.name, focus, wall_s=wall, flaky_expected=bool(fault.truth.get("flaky")))
+    truth = fault.truth
+    with sqlite3.connect(f"file:{store / 'fuzzconv.sqlite'}?mode=ro", uri=True) as con:
+        camp = con.execute("SELECT id, started FROM campaigns").fetchone()
+        if camp is None:
+            run.error = "no campaign"
+            return run
+        cid, started = camp
+        run.evaluations, run.fresh, run.cached = con.execute(
+            "SELECT COUNT(*), COALESCE(SUM(fresh), 0), COALESCE(SUM(cached), 0) FROM evaluations "
+            "WHERE campaign = ?", (cid,)).fetchone()
+        findings = [(json.loads(d), first) for d, first in
+                    con.execute("SELECT data, first_seen FROM findings ORDER BY first_seen")]
+        created = dict(con.execute("SELECT seq, created FROM evaluations WHERE campaign = ?", (cid,)))
+    injected = []
+    for f, first in findings:
+        culprit = f.get("culprit") or {}
+        in_pipeline = any(s.get("step") in fault.steps
+                          for s in (f.get("minimal_pipeline") or f["pipeline"]).get("steps", []))
+        if culprit.get("step") in fault.steps:
+            if culprit.get("step") == truth["culprit"]["step"] and \
+                    not _params_match(truth["culprit"]["params"], culprit.get("params", {})):
+                run.false.append(f["id"])  # blames the fault step where it does nothing
+            else:
+                injected.append((f, first))
+        elif in_pipeline:
+            run.false.append(f["id"])
+        else:
+            run.stack.append(f["id"])
+    hits = [(f, first) for f, first in injected if f["symptom"] == truth["symptom"]]
+    if not hits:
+        return run
+    f, first = hits[0]
+    run.detected = True
+    seq = f["evaluations"]["hunt"] - 1  # the hunt's count of evaluations so far; seq is 0-based
+    run.t_first = created.get(seq, first) - started
+    run.t_minimized = first - started if f.get("minimal_pipeline") else None
+    run.flip_rate = f.get("flip_rate")
+    run.culprit_exact = (f["culprit"]["step"] == truth["culprit"]["step"]
+                         and _params_match(truth["culprit"]["params"], f["culprit"]["params"])
+                         and all(_holds(f.get("minimal_pipeline"), a) for a in truth.get("also", [])))
+    run.flaky_found = bool(f.get("flaky"))
+    run.node_found = f.get("first_divergent_node")
+    if f.get("minimal_pipeline") and truth["symptom"] not in ("crash", "timeout"):
+        try:
+            run.node_expected = expected_node(fault, store, cache, f)
+        except Exception as exc:  # scored as a miss, with the reason
+            run.error = f"expected node: {type(exc).__name__}: {exc}"
+        run.node_match = run.node_expected is not None and run.node_found == run.node_expected
+    return run
+
+
+def versions() -> str:
+    from fuzzconv.versions import stack_versions
+
+    v = stack_versions()
+    return ", ".join(f"{k} {v[k]}" for k in sorted(v))
+
+
+def markdown(runs: list[Run], args: argparse.Namespace, started: str) -> str:
+    lines = [BEGIN, "## Injected-fault suite (`benchmarks/run_faults.py`)", "",
+             f"Run {started}; {'quick (tiny model, each hunt stopped at its injected finding)' if args.quick else 'full budgets'}; "
+             f"budgets: tiny {args.budget_tiny}, other models {args.budget}; seed {args.seed}. "
+             f"Machine: {platform.machine()}, {os.cpu_count()} cores, load average "
+             f"{os.getloadavg()[0]:.1f} at the end. Stack: {versions()}.", "",
+             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(r.row()) + " |" for r in runs]
+    for model in dict.fromkeys(r.model for r in runs):
+        mine = [r for r in runs if r.model == model]
+        det = sum(r.detected for r in mine)
+        exact = sum(r.culprit_exact for r in mine)
+        nodes = [r for r in mine if r.node_match is not None]
+        lines += ["", f"**{model}**: detected {det}/{len(mine)}, exact culprit {exact}/{len(mine)}, "
+                      f"node match {sum(bool(r.node_match) for r in nodes)}/{len(nodes)}, "
+                      f"false findings {sum(len(r.false) for r in mine)}, "
+                      f"stack findings {sum(len(r.stack) for r in mine)}."]
+    errors = [f"- {r.model}/{r.fault}/{'focus' if r.focus else 'nofocus'}: {r.error}"
+              for r in runs if r.error]
+    if errors:
+        lines += ["", "Errors:", *errors]
+    return "\n".join(lines + [END])
+
+
+def write_results(text: str) -> None:
+    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    if BEGIN in old and END in old:
+        new = old[:old.index(BEGIN)] + text + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip() + "\n\n" + text + "\n"
+    RESULTS.write_text(new)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="tiny,mobilenetv2")
+    ap.add_argument("--faults", default=None, help="comma-separated fault names (default: all)")
+    ap.add_argument("--modes", default="off,on", help="focus modes to run: off, on or both")
+    ap.add_argument("--budget-tiny", default="4m")
+    ap.add_argument("--budget", default="10m", help="budget per hunt for the full-size models")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny model only; stop each hunt at its injected finding")
+    ap.add_argument("--work", type=Path, default=None, help="keep stores here (default: temporary)")
+    ap.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
+    ap.add_argument("--json", type=Path, default=None, help="also write the runs as JSON here")
+    args = ap.parse_args(argv)
+    models = ["tiny_keras"] if args.quick else [ALIASES.get(m, m) for m in args.models.split(",")]
+    faults = all_faults()
+    if args.faults:
+        wanted = set(args.faults.split(","))
+        unknown = wanted - {f.name for f in faults}
+        if unknown:
+            console.print(f"unknown fault(s): {', '.join(sorted(unknown))}")
+            return 2
+        faults = [f for f in faults if f.name in wanted]
+    modes = [m == "on" for m in args.modes.split(",")]
+    work = args.work or Path(tempfile.mkdtemp(prefix="fuzzconv-faults-"))
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.strftime("%Y-%m-%d %H:%M")
+    runs: list[Run] = []
+    jobs = [(m, f, focus) for m in models for f in faults for focus in modes]
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("faults", total=len(jobs))
+        for model, fault, focus in jobs:
+            progress.update(task, description=f"{model} {fault.name} focus={'on' if focus else 'off'}")
+            budget = args.budget_tiny if model == "tiny_keras" else args.budget
+            store, wall, tail = hunt(fault, model, focus, budget, work, args.quick, args.seed)
+            try:
+                run = score(fault, model, focus, store, work / f"cache-{model}", wall)
+            except sqlite3.Error as exc:
+                run = Run(model, fault.name, focus, wall_s=wall, error=f"{exc}; hunt said: {tail[-300:]}")
+            runs.append(run)
+            progress.console.print(" ".join(run.row()))
+            progress.advance(task)
+    table = Table(*HEADER, title="injected faults")
+    for r in runs:
+        table.add_row(*r.row())
+    console.print(table)
+    text = markdown(runs, args, started)
+    if not args.no_write:
+        write_results(text)
+    if args.json:
+        args.json.write_text(json.dumps([r.__dict__ for r in runs], indent=1))
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    tiny = [r for r in runs if r.model == "tiny_keras"]
+    missed = [r for r in tiny if not (r.detected and r.culprit_exact and not r.false)]
+    for r in missed:
+        console.print(f"goal missed: {r.fault} focus={'on' if r.focus else 'off'}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,6 +25,7 @@ import os
 import platform
 import random
 import re
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -166,14 +167,19 @@ def unique_prefix(ids: list[str], fid: str) -> str:
     return fid
 
 
-def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
+def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, str]:
+    """Wall-clock and CPU seconds (user + system) of one run, and its stdout. On a loaded machine
+    the CPU figure is the steadier of the two."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     # outside the repository, so that PYTHONPATH alone says which fuzzconv runs
     r = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
-    dt = time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[3:])} failed ({r.returncode}):\n{r.stderr[-2000:]}")
-    return dt, r.stdout
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, r.stdout
 
 
 def machine(load_before: float) -> str:
@@ -231,29 +237,31 @@ def main() -> None:
     if args.baseline:
         versions["baseline"] = dict(env, PYTHONPATH=str(args.baseline.resolve()))
     load_before = os.getloadavg()[0]
-    times: dict[tuple[str, str], list[float]] = {}
+    times: dict[tuple[str, str], list[tuple[float, float]]] = {}
     outputs: dict[str, str] = {}
     for _ in range(args.rounds):
         for label, argv in commands.items():
             for v, venv in versions.items():
-                dt, stdout = timed(CLI + argv, venv, work)
-                times.setdefault((label, v), []).append(dt)
+                wall, cpu, stdout = timed(CLI + argv, venv, work)
+                times.setdefault((label, v), []).append((wall, cpu))
                 if v == "this":
                     outputs[label] = stdout
     first_line = outputs["reports"].splitlines()[0]
     json_bytes = len(outputs["reports --json"].encode())
 
-    med = {k: statistics.median(v) for k, v in times.items()}
-    head = "| command | median s | spread (min–max) s |" + (" baseline median s | baseline ÷ this |"
-                                                             if args.baseline else "")
-    rule = "|---|---|---|" + ("---|---|" if args.baseline else "")
+    wall = {k: statistics.median(w for w, _ in v) for k, v in times.items()}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in times.items()}
+    head = "| command | wall s, median (min–max) | CPU s, median |" + (
+        " baseline wall s | baseline CPU s | baseline ÷ this, CPU |" if args.baseline else "")
+    rule = "|---|---|---|" + ("---|---|---|" if args.baseline else "")
     lines = [head, rule]
     for label in commands:
-        ts = times[(label, "this")]
-        row = f"| `{label}` | {med[(label, 'this')]:.3f} | {min(ts):.3f}–{max(ts):.3f} |"
+        k = (label, "this")
+        ws = [w for w, _ in times[k]]
+        row = f"| `{label}` | {wall[k]:.2f} ({min(ws):.2f}–{max(ws):.2f}) | {cpu[k]:.2f} |"
         if args.baseline:
-            b = med[(label, "baseline")]
-            row += f" {b:.3f} | {b / med[(label, 'this')]:.1f}× |"
+            b = (label, "baseline")
+            row += f" {wall[b]:.2f} | {cpu[b]:.2f} | {cpu[b] / cpu[k]:.1f}× |"
         lines.append(row)
     table = "\n".join(lines)
     print(table)
@@ -261,7 +269,7 @@ def main() -> None:
 
     if args.write_results:
         date = datetime.date.today().isoformat()
-        startup = med[("fuzzconv --help (start-up)", "this")]
+        startup = ("fuzzconv --help (start-up)", "this")
         intro = (f"`benchmarks/perf/reports_speed.py`: a generated store of {args.findings:,} "
                  f"findings ({nb} buckets, {args.campaigns} campaigns, {len(MODELS)} models, every "
                  f"symptom and status; {size_mb:.0f} MB) written through the store API; each "
@@ -269,8 +277,10 @@ def main() -> None:
                  f"{machine(load_before)}, so absolute seconds are pessimistic.")
         after = (f"`reports` prints '{first_line}' and the first 50 buckets; `reports --json` "
                  f"prints every finding ({json_bytes / 2**20:.1f} MB). Of each figure, "
-                 f"{startup:.2f} s is starting Python and loading the command line "
-                 f"(`fuzzconv --help`).")
+                 f"{cpu[startup]:.2f} s of CPU ({wall[startup]:.2f} s of wall clock) is starting "
+                 f"Python and loading the command line (`fuzzconv --help`). CPU time is "
+                 f"what a run costs on an idle machine; wall time here includes waiting for the "
+                 f"other work's cores.")
         paras = [intro, table, after] + ([f"Baseline: {args.baseline_note}"] if args.baseline else [])
         text = SECTION + "\n\n" + "\n\n".join(
             p if p is table else textwrap.fill(p, 100, break_on_hyphens=False) for p in paras) + "\n"

@@ -1,14 +1,15 @@
 """Hunt every injected fault of ``benchmarks/faults/`` and score what the hunt found against it.
 
     python benchmarks/run_faults.py [--models tiny,mobilenetv2] [--faults conv_padding,...]
-                                    [--budget-tiny 4m] [--budget 10m] [--quick] [--no-write]
+                                    [--budget-tiny 4m] [--budget 10m] [--quick] [--stop-early] [--no-write]
 
 Each fault is a plugin file holding ``GROUND_TRUTH`` (the culprit step and parameters, steps the
 minimal pipeline must also hold, the symptom, whether it is subtle or flaky) and
 ``affected_node(onnx_model)``, the node it changes. For every model and fault, ``fuzzconv hunt``
 runs twice: without ``--focus`` (the fault step is one option among all the built-in ones) and
-with ``--focus`` on the culprit step. Each hunt gets its own store; hunts of one model share a
-cache directory (``--cache``), as a user's successive hunts would.
+with ``--focus`` on the culprit step. Each hunt gets its own store and so starts from a cold
+artifact cache (the calibrated source models come from the per-user cache, built once): times and
+evaluation counts are those of a first hunt with the plugin.
 
 A finding is *injected* when its culprit is one of the fault's steps. It is scored:
 
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import importlib.util
 import json
 import os
 import platform
@@ -71,7 +71,6 @@ class Fault:
     name: str
     path: Path
     truth: dict[str, Any]
-    hunt_args: list[str]
     steps: set[str]
 
     @classmethod
@@ -83,7 +82,7 @@ class Fault:
         for node in tree.body:
             if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
                     isinstance(node.targets[0], ast.Name) and \
-                    node.targets[0].id in ("GROUND_TRUTH", "HUNT_ARGS"):
+                    node.targets[0].id == "GROUND_TRUTH":
                 consts[node.targets[0].id] = ast.literal_eval(node.value)
             if isinstance(node, ast.FunctionDef):
                 for d in node.decorator_list:
@@ -91,13 +90,16 @@ class Fault:
                         steps.add(d.args[0].value)
         if "GROUND_TRUTH" not in consts:
             raise SystemExit(f"{path}: no GROUND_TRUTH")
-        return cls(path.stem, path, consts["GROUND_TRUTH"], consts.get("HUNT_ARGS", []), steps)
+        return cls(path.stem, path, consts["GROUND_TRUTH"], steps)
 
     def module(self) -> Any:
-        spec = importlib.util.spec_from_file_location(f"fault_{self.name}", self.path)
-        mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        spec.loader.exec_module(mod)  # type: ignore[union-attr]
-        return mod
+        """The plugin module, loaded as fuzzconv loads plugins (into a registry of its own, so
+        the steps never land in the process-wide registry and clash with a later session)."""
+        from fuzzconv.registry import fresh_registry
+
+        fresh_registry([str(self.path)])
+        return next(m for m in list(sys.modules.values())
+                    if getattr(m, "__file__", None) == str(self.path.resolve()))
 
 
 def all_faults() -> list[Fault]:
@@ -171,8 +173,7 @@ def hunt(fault: Fault, model: str, focus: bool, budget: str, work: Path, stop_ea
     store = work / model / fault.name / ("focus" if focus else "nofocus")
     shutil.rmtree(store, ignore_errors=True)
     cmd = [*_fuzzconv(), "hunt", "--model", model, "--plugin", str(fault.path), "--budget", budget,
-           "--seed", str(seed), "--store", str(store), "--cache", str(work / f"cache-{model}"),
-           "--json", *fault.hunt_args]
+           "--seed", str(seed), "--store", str(store), "--json"]
     if focus:
         cmd += ["--focus", fault.truth["culprit"]["step"]]
     log = work / f"{model}-{fault.name}-{'focus' if focus else 'nofocus'}.log"
@@ -195,6 +196,13 @@ def hunt(fault: Fault, model: str, focus: bool, budget: str, work: Path, stop_ea
     return store, time.monotonic() - t0, log.read_text()[-2000:]
 
 
+def _wall(store: Path) -> float:
+    """A finished hunt's wall time from its campaign (start-up before the campaign not counted)."""
+    with sqlite3.connect(f"file:{store / 'fuzzconv.sqlite'}?mode=ro", uri=True) as con:
+        started, finished = con.execute("SELECT started, finished FROM campaigns").fetchone()
+    return (finished or started) - started
+
+
 def _params_match(want: dict[str, Any], got: dict[str, Any]) -> bool:
     return all(got.get(k) == v for k, v in want.items())
 
@@ -205,18 +213,16 @@ def _holds(pipeline: dict[str, Any] | None, want: dict[str, Any]) -> bool:
                for s in steps)
 
 
-def expected_node(fault: Fault, store: Path, cache: Path, finding: dict[str, Any]) -> str | None:
+def expected_node(fault: Fault, store: Path, finding: dict[str, Any]) -> str | None:
     """``affected_node`` of the ONNX graph the culprit was applied to (or imported from)."""
     import onnx
 
-    from fuzzconv.distributed import use_cache_dir
     from fuzzconv.executor import Evaluation
     from fuzzconv.pipeline import Pipeline
     from fuzzconv.session import open_session
     from fuzzconv.shrink.reduce import upstream_onnx
 
     with open_session(store, [fault.path]) as ex:
-        use_cache_dir(ex, cache)
         pipe = Pipeline.from_dict(finding["minimal_pipeline"], ex.registry)
         index = next(i for i, s in enumerate(pipe.steps, 1) if s.name == finding["culprit"]["step"])
         n = upstream_onnx(ex.registry, pipe, index)
@@ -228,7 +234,7 @@ def expected_node(fault: Fault, store: Path, cache: Path, finding: dict[str, Any
         return fault.module().affected_node(onnx.load(str(path)))
 
 
-def score(fault: Fault, model: str, focus: bool, store: Path, cache: Path, wall: float) -> Run:
+def score(fault: Fault, model: str, focus: bool, store: Path, wall: float) -> Run:
     run = Run(model, fault.name, focus, wall_s=wall, flaky_expected=bool(fault.truth.get("flaky")))
     truth = fault.truth
     with sqlite3.connect(f"file:{store / 'fuzzconv.sqlite'}?mode=ro", uri=True) as con:
@@ -274,7 +280,7 @@ def score(fault: Fault, model: str, focus: bool, store: Path, cache: Path, wall:
     run.node_found = f.get("first_divergent_node")
     if f.get("minimal_pipeline") and truth["symptom"] not in ("crash", "timeout"):
         try:
-            run.node_expected = expected_node(fault, store, cache, f)
+            run.node_expected = expected_node(fault, store, f)
         except Exception as exc:  # scored as a miss, with the reason
             run.error = f"expected node: {type(exc).__name__}: {exc}"
         run.node_match = run.node_expected is not None and run.node_found == run.node_expected
@@ -290,7 +296,8 @@ def versions() -> str:
 
 def markdown(runs: list[Run], args: argparse.Namespace, started: str) -> str:
     lines = [BEGIN, "## Injected-fault suite (`benchmarks/run_faults.py`)", "",
-             f"Run {started}; {'quick (tiny model, each hunt stopped at its injected finding)' if args.quick else 'full budgets'}; "
+             f"Run {started}; {'quick: tiny model only; ' if args.quick else ''}"
+             f"{'each hunt stopped once its injected finding was stored (false findings counted up to then)' if args.quick or args.stop_early else 'each hunt ran its whole budget'}; "
              f"budgets: tiny {args.budget_tiny}, other models {args.budget}; seed {args.seed}. "
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, load average "
              f"{os.getloadavg()[0]:.1f} at the end. Stack: {versions()}.", "",
@@ -331,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true",
                     help="tiny model only; stop each hunt at its injected finding")
+    ap.add_argument("--stop-early", action="store_true",
+                    help="stop each hunt once its injected finding is stored (implied by --quick)")
+    ap.add_argument("--rescore", action="store_true",
+                    help="score the stores already in --work again instead of hunting")
     ap.add_argument("--work", type=Path, default=None, help="keep stores here (default: temporary)")
     ap.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
     ap.add_argument("--json", type=Path, default=None, help="also write the runs as JSON here")
@@ -356,13 +367,19 @@ def main(argv: list[str] | None = None) -> int:
         for model, fault, focus in jobs:
             progress.update(task, description=f"{model} {fault.name} focus={'on' if focus else 'off'}")
             budget = args.budget_tiny if model == "tiny_keras" else args.budget
-            store, wall, tail = hunt(fault, model, focus, budget, work, args.quick, args.seed)
+            if args.rescore:
+                store = work / model / fault.name / ("focus" if focus else "nofocus")
+                wall, tail = _wall(store), ""
+            else:
+                store, wall, tail = hunt(fault, model, focus, budget, work,
+                                         args.quick or args.stop_early, args.seed)
             try:
-                run = score(fault, model, focus, store, work / f"cache-{model}", wall)
+                run = score(fault, model, focus, store, wall)
             except sqlite3.Error as exc:
                 run = Run(model, fault.name, focus, wall_s=wall, error=f"{exc}; hunt said: {tail[-300:]}")
             runs.append(run)
-            progress.console.print(" ".join(run.row()))
+            progress.console.print(" | ".join(run.row()) + (f" | error: {run.error}" if run.error else ""),
+                                   soft_wrap=True)
             progress.advance(task)
     table = Table(*HEADER, title="injected faults")
     for r in runs:

@@ -1,7 +1,7 @@
 """Fault that fires only at one parameter value.
 
 ``fault.clip_mode`` has three modes; ``exact`` and ``fast`` leave the model alone, ``approx``
-lowers the upper bound of the first ``Clip`` (a ReLU6) from 6 to 3 — the bug of an "approximate"
+lowers the upper bound of the first ``Clip`` (a ReLU6) from 6 to 1 — the bug of an "approximate"
 code path that only one option reaches. The shrinker must keep ``mode=approx`` and nothing else.
 """
 
@@ -32,9 +32,9 @@ def affected_node(model):
 
 @onnx_transform("fault.clip_mode", mode=["exact", "fast", "approx"])
 def clip_mode(model, mode: str = "exact"):
-    """Lower the first ReLU6's upper bound to 3, in mode ``approx`` only."""
+    """Lower the first ReLU6's upper bound to 1, in mode ``approx`` only."""
     node = _target(model) if mode == "approx" else None
     if node is not None:
         hi = constant(model, node.input[2])
-        set_own_input(model, node, 2, (hi * 0 + 3).astype(hi.dtype))
+        set_own_input(model, node, 2, (hi * 0 + 1).astype(hi.dtype))
     return model

@@ -1,10 +1,12 @@
 """Fault: a step that hangs (symptom ``timeout``).
 
-The hunt runs with a short ``--timeout`` (``HUNT_ARGS``) so the hang costs seconds, not the
-default step timeout.
+Registered with ``step`` rather than ``onnx_transform`` so it can carry its own 30-second timeout:
+the hang costs seconds, and every other step keeps its normal timeout.
 """
 
-from fuzzconv.plugins import onnx_transform
+from pathlib import Path
+
+from fuzzconv.plugins import StepContext, step
 
 GROUND_TRUTH = {
     "fault": "a step that hangs",
@@ -12,18 +14,16 @@ GROUND_TRUTH = {
     "symptom": "timeout",
 }
 
-HUNT_ARGS = ["--timeout", "60"]
-
 
 def affected_node(model):
     return None
 
 
-@onnx_transform("fault.hang", hang=[False, True])
-def hang(model, hang: bool = False):
-    """Sleep for a day when ``hang`` is set."""
+@step("fault.hang", src="onnx", dst="onnx", family="ort", timeout=30.0, hang=[False, True])
+def hang(ctx: StepContext, src: Path, dst: Path, hang: bool = False) -> None:
+    """Copy the model; sleep for a day first when ``hang`` is set."""
     import time
 
     if hang:
         time.sleep(86400)
-    return model
+    dst.write_bytes(src.read_bytes())

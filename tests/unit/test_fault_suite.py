@@ -190,11 +190,13 @@ def test_flaky_noise_differs_between_calls(tmp_path: Path) -> None:
 def _run_step_in_child(tmp_path: Path, fault: str, step: str, params: dict, timeout: float):
     onnx.save(_model(), str(tmp_path / "in.onnx"))
     code = textwrap.dedent(f"""
+        from pathlib import Path
         from fuzzconv.plugins import StepContext
         from fuzzconv.registry import fresh_registry
         reg = fresh_registry([{str(FAULTS / (fault + '.py'))!r}])
         reg.get({step!r}).fn(StepContext({{"name": "toy", "input_shape": [8, 8, 3]}}),
-                             {str(tmp_path / 'in.onnx')!r}, {str(tmp_path / 'out.onnx')!r}, **{params!r})
+                             Path({str(tmp_path / 'in.onnx')!r}), Path({str(tmp_path / 'out.onnx')!r}),
+                             **{params!r})
     """)
     return subprocess.run([sys.executable, "-c", code], timeout=timeout, capture_output=True)
 
@@ -204,7 +206,9 @@ def test_segfault_fault_kills_its_process(tmp_path: Path) -> None:
     assert _run_step_in_child(tmp_path, "segfault", "fault.segfault", {"crash": True}, 60).returncode == -11
 
 
-def test_hang_fault_hangs(tmp_path: Path) -> None:
+def test_hang_fault_hangs_past_its_own_timeout(tmp_path: Path) -> None:
+    reg, _ = _load("hang")
+    assert reg.get("fault.hang").timeout == 30.0  # the hunt kills it then; other steps keep theirs
     assert _run_step_in_child(tmp_path, "hang", "fault.hang", {}, 60).returncode == 0
     with pytest.raises(subprocess.TimeoutExpired):
         _run_step_in_child(tmp_path, "hang", "fault.hang", {"hang": True}, 5)

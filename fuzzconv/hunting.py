@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from rich.console import Console
 from rich.live import Live
@@ -70,6 +71,24 @@ class _Progress:
             self.live.__exit__(*exc)
 
 
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """A SIGTERM (a batch system's or ``kill``'s stop) ends the hunt as Ctrl-C does: gracefully,
+    keeping every evaluation and finding, the campaign resumable."""
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def run_hunt(*, model: str | None, budget: str, max_evals: int | None, seed: int,
              images: Path | None, limit: int, device: str, plugins: list[Path], focus: str | None,
              store: Path, resume: str | None, weights: str, timeout: float | None, max_chain: int,
@@ -131,5 +150,5 @@ def run_hunt(*, model: str | None, budget: str, max_evals: int | None, seed: int
                                                          say=progress.step))
                 hunt = Hunt(ex, db, cfg, corpus, listener=progress, outcomes_many=judge,
                             parallel=judge.workers if judge else 1)
-                with progress:
+                with progress, _sigterm_as_interrupt():
                     return hunt.run(resume=resume)

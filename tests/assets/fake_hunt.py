@@ -9,6 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fuzzconv.engine import Hunt, HuntConfig  # noqa: E402
+from fuzzconv.hunting import _sigterm_as_interrupt  # noqa: E402
 from fuzzconv.store import Store  # noqa: E402
 from tests.unit.fakes import FakeCorpus, FakeExecutor, has  # noqa: E402
 
@@ -20,8 +21,9 @@ def main() -> None:
     with Store(Path(store)) as db:
         h = Hunt(ex, db, HuntConfig(model="tiny_keras", seed=seed, budget_s=600,
                                     max_evals=max_evals, localize=False), FakeCorpus())
-        r = h.run(resume=resume)
-    print(r.campaign, r.evaluations, " ".join(ex.calls), flush=True)
+        with _sigterm_as_interrupt():  # as `fuzzconv hunt` runs it
+            r = h.run(resume=resume)
+    print(r.campaign, r.evaluations, r.stopped, " ".join(ex.calls), flush=True)
 
 
 if __name__ == "__main__":

@@ -22,19 +22,38 @@ def _stored(store: Path) -> tuple[str, set[str]]:
     return cid, hashes
 
 
-def test_kill_9_then_resume(tmp_path):
-    proc = subprocess.Popen([sys.executable, SCRIPT, str(tmp_path), "5", "60"],
+def _start_and_wait(store: Path, max_evals: str) -> subprocess.Popen:
+    """A fake hunt that has committed some evaluations."""
+    proc = subprocess.Popen([sys.executable, SCRIPT, str(store), "5", max_evals],
                             stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    # wait until some evaluations are committed, then kill without warning
     while time.monotonic() < deadline:
         time.sleep(0.3)
-        if (tmp_path / "fuzzconv.sqlite").exists():
+        if (store / "fuzzconv.sqlite").exists():
             try:
-                if len(_stored(tmp_path)[1]) >= 8:
+                if len(_stored(store)[1]) >= 8:
                     break
             except (sqlite3.OperationalError, TypeError):
                 pass
+    return proc
+
+
+def test_sigterm_stops_a_hunt_like_ctrl_c(tmp_path):
+    proc = _start_and_wait(tmp_path, "1000")
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0  # a graceful stop, not death by signal
+    cid, evals, stopped, *_ = out.split()
+    assert stopped == "interrupted" and 8 <= int(evals) < 1000
+    with Store(tmp_path) as db:
+        assert db.integrity_ok()
+        assert db.campaign(cid)["status"] == "interrupted"
+        assert db.evaluation_count(cid) == int(evals)
+
+
+def test_kill_9_then_resume(tmp_path):
+    proc = _start_and_wait(tmp_path, "60")
+    # then kill without warning
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     cid, before = _stored(tmp_path)
@@ -44,8 +63,8 @@ def test_kill_9_then_resume(tmp_path):
         findings_before = {f["id"] for f in db.findings()}
     r = subprocess.run([sys.executable, SCRIPT, str(tmp_path), "5", "60", cid],
                        capture_output=True, text=True, check=True)
-    campaign, evals, *calls = r.stdout.split()
-    assert campaign == cid and int(evals) == 60
+    campaign, evals, stopped, *calls = r.stdout.split()
+    assert campaign == cid and int(evals) == 60 and stopped == "max_evals"
     assert not set(calls) & before  # nothing finished before the kill is evaluated again
     cid2, after = _stored(tmp_path)
     assert before <= after and len(after) == 60

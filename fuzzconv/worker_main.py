@@ -8,7 +8,10 @@ converter that deep-copies a graph holding its weights (tf2onnx copies its whole
 each of its optimizers) leaves a few thousand cyclic objects per copy that own hundreds of MB, and
 the collector does not notice them: tf2onnx on resnet101v2 reached 10 GB resident that way, 4.6 GB
 with the copies collected. :class:`Collector` runs a collection whenever the resident size has
-grown by ``FUZZCONV_WORKER_GC_MB`` (512) since the last one.
+grown by ``FUZZCONV_WORKER_GC_MB`` (512) since the last one. After each request the worker also
+hands the C heap's free pages back to the system (glibc ``malloc_trim``): an idle ONNX Runtime
+worker that ran resnet101v2 drops from 0.47 to 0.08 GB, a PyTorch one from 1.07 to 0.72 GB.
+``FUZZCONV_WORKER_GC_MB=0`` turns both off.
 """
 
 from __future__ import annotations
@@ -76,6 +79,22 @@ class Collector:
                 base = resident_bytes() or 0
             elif now < base:
                 base = now
+
+
+def _malloc_trim() -> Callable[[], None]:
+    """glibc's ``malloc_trim(0)`` as a function, or a no-op where the C library has none."""
+    try:
+        import ctypes
+
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+
+    def release() -> None:
+        trim(0)
+
+    return release
 
 
 class Server:
@@ -184,6 +203,7 @@ def main(argv: list[str]) -> int:
     server = Server(family, plugins)
     step_mb = int(os.environ.get("FUZZCONV_WORKER_GC_MB", GC_STEP_MB))
     server.collector = Collector(step_mb << 20).start()
+    release = _malloc_trim() if step_mb > 0 else (lambda: None)
     for line in sys.stdin.buffer:
         if not line.strip():
             continue
@@ -198,6 +218,7 @@ def main(argv: list[str]) -> int:
             answer = {"ok": False, "error_class": type(exc).__name__,
                       "error": str(exc)[:2000], "traceback": traceback.format_exc()[-6000:]}
             print(answer["traceback"], file=sys.stderr, flush=True)
+        release()
         out.write((json.dumps(answer, default=_json_default) + "\n").encode())
     return 0
 

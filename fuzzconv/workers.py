@@ -18,8 +18,11 @@ Memory: frameworks keep what a large step allocated (TensorFlow's allocator, con
 so a worker that converted a large model stays large while it waits for its next request, next to
 the other families' workers. A worker whose resident size exceeds ``max_rss`` after a request is
 therefore closed, and the next request starts a fresh one (the imports are paid again, a few
-seconds). The limit is ``$FUZZCONV_WORKER_MAX_RSS`` (bytes, or with a ``K``/``M``/``G`` suffix; 0
-turns it off), by default :data:`DEFAULT_MAX_RSS`.
+seconds). And before a request that converts or compiles (``step``, ``build``: the ones that grow a
+worker by gigabytes on a large model), the pool closes workers, largest first, until together they
+hold at most the same limit, so such a step starts next to at most that much. The limit is
+``$FUZZCONV_WORKER_MAX_RSS`` (bytes, or with a ``K``/``M``/``G`` suffix; 0 turns both off), by
+default :data:`DEFAULT_MAX_RSS`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from .errors import MissingExtra, UsageError
 DEFAULT_TIMEOUT = 600.0
 #: Resident size above which a worker is recycled after a request (see the module docstring).
 DEFAULT_MAX_RSS = 3 * 1024**3
+#: Requests before which the pool makes room (see :meth:`WorkerPool.make_room`).
+HEAVY_OPS = frozenset({"step", "build"})
 
 
 def parse_size(text: str) -> int:
@@ -294,7 +299,27 @@ class WorkerPool:
         return self.workers[family]
 
     def request(self, family: str, msg: dict[str, Any], timeout: float | None = None) -> Any:
+        if msg.get("op") in HEAVY_OPS:
+            self.make_room()
         return self.get(family).request(msg, timeout)
+
+    def make_room(self) -> list[str]:
+        """Close workers, largest first, until together they hold at most ``max_rss``; the
+        families closed (each restarts on its next request)."""
+        if not self.max_rss:
+            return []
+        sizes = {f: w.rss() for f, w in self.workers.items()}
+        held = {f: size for f, size in sizes.items() if size is not None}
+        total = sum(held.values())
+        closed = []
+        for family in sorted(held, key=held.__getitem__, reverse=True):
+            if total <= self.max_rss:
+                break
+            self.workers[family].close()
+            self.workers[family].recycles += 1
+            total -= held[family]
+            closed.append(family)
+        return closed
 
     def close(self) -> None:
         for w in self.workers.values():

@@ -32,3 +32,23 @@ def cycles(ctx, src: Path, dst: Path, rounds: int = 8, mb: int = 48, pause: floa
         del node
         time.sleep(pause)
     dst.write_bytes(src.read_bytes())
+
+
+@step("mem.hold_tf", src="onnx", dst="onnx", family="tf")
+def hold_tf(ctx, src: Path, dst: Path, mb: int = 10) -> None:
+    """:func:`hold` in a second family's worker (which imports nothing of TensorFlow for it)."""
+    hold(ctx, src, dst, mb)
+
+
+# Chunks between Python's small-object allocator and glibc's mmap threshold come from the C heap.
+_kept: list[bytes] = []
+
+
+@step("mem.fragment", src="onnx", dst="onnx", family="ort")
+def fragment(ctx, src: Path, dst: Path, mb: int = 200) -> None:
+    """Fill the C heap with 2 KB chunks and free all but the last: the heap's top stays in use,
+    so glibc gives nothing back by itself."""
+    chunks = [bytes([i % 251]) * 2048 for i in range((mb << 20) // 2048)]
+    _kept.append(chunks[-1])
+    del chunks
+    dst.write_bytes(src.read_bytes())

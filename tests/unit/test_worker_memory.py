@@ -1,5 +1,6 @@
-"""Workers keep their memory in check: a worker left large by a request is recycled, and garbage
-cycles that own many bytes but few objects are collected while a step runs.
+"""Workers keep their memory in check: a worker left large by a request is recycled, the pool
+makes room before a conversion, garbage cycles that own many bytes but few objects are collected
+while a step runs, and freed C heap goes back to the system after each request.
 
 The steps are plain Python from a plugin file, run in the ORT family's worker; no framework is
 imported anywhere.
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fuzzconv.errors import UsageError
-from fuzzconv.workers import Worker, WorkerFailure, max_rss_from_env, parse_size
+from fuzzconv.workers import Worker, WorkerFailure, WorkerPool, max_rss_from_env, parse_size
 
 from ..conftest import needs
 
@@ -23,11 +24,15 @@ pytestmark = [needs("ort"), pytest.mark.skipif(not Path("/proc/self/statm").exis
                                                 reason="resident sizes are read from /proc")]
 
 
-def _step(worker: Worker, name: str, tmp_path: Path, **params):
+def _msg(name: str, tmp_path: Path, **params) -> dict:
     src = tmp_path / "in.onnx"
     src.write_bytes(b"payload")
-    return worker.request({"op": "step", "step": name, "params": params, "src": str(src),
-                           "dst": str(tmp_path / "out.onnx"), "model": {}}, timeout=60)
+    return {"op": "step", "step": name, "params": params, "src": str(src),
+            "dst": str(tmp_path / "out.onnx"), "model": {}}
+
+
+def _step(worker: Worker, name: str, tmp_path: Path, **params):
+    return worker.request(_msg(name, tmp_path, **params), timeout=60)
 
 
 @pytest.fixture
@@ -86,6 +91,51 @@ def test_byte_heavy_garbage_cycles_are_collected_during_a_step(tmp_path, gc_mb, 
     else:
         assert after["collections"] == 0
         assert growth > 350 * MB
+
+
+@pytest.mark.parametrize("gc_mb,released", [("512", True), ("0", False)])
+def test_freed_heap_goes_back_to_the_system_after_a_request(tmp_path, gc_mb, released):
+    w = Worker("ort", tmp_path / "logs", (PLUGIN,), env={"FUZZCONV_WORKER_GC_MB": gc_mb}, max_rss=0)
+    try:
+        before = w.request({"op": "memory"})
+        _step(w, "mem.fragment", tmp_path, mb=200)
+        after = w.request({"op": "memory"})
+    finally:
+        w.close()
+    assert after["peak_rss"] - before["rss"] > 180 * MB  # the step did hold it
+    kept = after["rss"] - before["rss"]
+    assert (kept < 60 * MB) if released else (kept > 150 * MB)
+
+
+@needs("tf")  # its worker is started, but imports nothing of TensorFlow here
+def test_pool_makes_room_before_a_conversion_largest_first(tmp_path):
+    with WorkerPool(tmp_path / "logs", (PLUGIN,), max_rss=0) as pool:
+        ort_pid = pool.request("ort", {"op": "hello"})["pid"]
+        tf_pid = pool.request("tf", {"op": "hello"})["pid"]
+        bare = max(pool.get("ort").rss(), pool.get("tf").rss())
+        pool.max_rss = pool.get("ort").max_rss = pool.get("tf").max_rss = bare + 300 * MB
+        pool.request("ort", _msg("mem.hold", tmp_path, mb=100))
+        # a conversion while both fit: nothing is closed
+        pool.request("tf", _msg("mem.hold_tf", tmp_path, mb=100))
+        assert pool.get("ort").alive() and pool.get("tf").alive()
+        pool.request("ort", _msg("mem.hold", tmp_path, mb=150))
+        assert pool.get("ort").recycles == 0  # each is below the limit on its own...
+        # ...but not together; a request that converts nothing leaves them be
+        assert pool.request("tf", {"op": "hello"})["pid"] == tf_pid
+        assert pool.get("ort").alive()
+        # a conversion closes the largest (ort, 250 MB held) and keeps the one it runs in
+        pool.request("tf", _msg("mem.hold_tf", tmp_path, mb=10))
+        assert not pool.get("ort").alive() and pool.get("ort").recycles == 1
+        assert pool.request("tf", {"op": "hello"})["pid"] == tf_pid
+        assert pool.request("ort", {"op": "hello"})["pid"] != ort_pid
+        # when the converting worker is itself the largest, it is the one that starts anew
+        pool.request("tf", _msg("mem.hold_tf", tmp_path, mb=150))
+        pool.request("ort", _msg("mem.hold", tmp_path, mb=60))
+        assert pool.get("tf").recycles == 0
+        pool.request("tf", _msg("mem.hold_tf", tmp_path, mb=10))
+        assert pool.get("tf").recycles == 1 and pool.get("ort").recycles == 1
+        assert pool.get("ort").alive()
+        assert pool.request("tf", {"op": "hello"})["pid"] != tf_pid
 
 
 @pytest.mark.parametrize("text,size", [("3G", 3 << 30), ("512M", 512 << 20), ("2048k", 2 << 20),

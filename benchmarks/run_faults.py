@@ -13,7 +13,8 @@ evaluation counts are those of a first hunt with the plugin.
 
 A finding is *injected* when its culprit is one of the fault's steps. It is scored:
 
-- detected: an injected finding with the ground truth's symptom exists;
+- detected: an injected finding with the ground truth's symptom exists (a subtle fault may list
+  ``label_flip`` and ``numeric``: whether any image flips depends on the model and corpus);
 - time to first finding: campaign start → the evaluation that first showed it;
   time to minimized: campaign start → the finding stored, shrunk and localized;
 - culprit exact: the culprit step and parameters are the ground truth's, and the minimal pipeline
@@ -264,7 +265,8 @@ def score(fault: Fault, model: str, focus: bool, store: Path, wall: float) -> Ru
             run.false.append(f["id"])
         else:
             run.stack.append(f["id"])
-    hits = [(f, first) for f, first in injected if f["symptom"] == truth["symptom"]]
+    want = truth["symptom"] if isinstance(truth["symptom"], list) else [truth["symptom"]]
+    hits = [(f, first) for f, first in injected if f["symptom"] in want]
     if not hits:
         return run
     f, first = hits[0]
@@ -278,7 +280,7 @@ def score(fault: Fault, model: str, focus: bool, store: Path, wall: float) -> Ru
                          and all(_holds(f.get("minimal_pipeline"), a) for a in truth.get("also", [])))
     run.flaky_found = bool(f.get("flaky"))
     run.node_found = f.get("first_divergent_node")
-    if f.get("minimal_pipeline") and truth["symptom"] not in ("crash", "timeout"):
+    if f.get("minimal_pipeline") and f["symptom"] not in ("crash", "timeout"):
         try:
             run.node_expected = expected_node(fault, store, f)
         except Exception as exc:  # scored as a miss, with the reason

@@ -16,7 +16,7 @@ from fuzzconv.plugins import onnx_transform  # noqa: E402
 GROUND_TRUTH = {
     "fault": "batch-norm scale constant changed",
     "culprit": {"step": "fault.bn_scale", "params": {"factor": 1.05}},
-    "symptom": "label_flip",
+    "symptom": ["label_flip", "numeric"],  # few or no flips: subtle
     "subtle": True,
 }
 

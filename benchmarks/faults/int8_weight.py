@@ -15,7 +15,7 @@ from fuzzconv.plugins import onnx_transform  # noqa: E402
 GROUND_TRUTH = {
     "fault": "one weight tensor rounded through int8",
     "culprit": {"step": "fault.int8_weight", "params": {"round_int8": True}},
-    "symptom": "label_flip",
+    "symptom": ["label_flip", "numeric"],  # few or no flips: subtle
     "subtle": True,
 }
 

@@ -23,7 +23,7 @@ from .cache import Cache, cache_home, key_of
 from .errors import UsageError
 from .pipeline import Pipeline
 from .registry import ARTIFACT_FILE, Registry
-from .workers import WorkerFailure, WorkerPool
+from .workers import START_TIMEOUT, WorkerFailure, WorkerPool
 from .zoo import ModelSpec, get_model
 
 # The runtime that defines the reference for each source format: the source framework, fp32, CPU.
@@ -153,19 +153,20 @@ class Executor:
         return float(self.timeouts.get(name, default))
 
     def _request(self, family: str, msg: dict[str, Any], name: str) -> Any:
-        """A worker request bounded by both the step's timeout and the caller's deadline."""
-        timeout = self.timeout_for(name)
-        budget_bound = False
-        if self.deadline is not None:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                raise BudgetExhausted()
-            if left < timeout:
-                timeout, budget_bound = left, True
+        """A worker request bounded by both the step's timeout and the caller's deadline.
+
+        A worker that is not running is started and imports its frameworks first, so the timeout
+        measures the step alone, not a restart after a crash (see :mod:`fuzzconv.workers`).
+        A timeout at the deadline is the budget running out, not a finding.
+        """
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise BudgetExhausted()
         try:
-            return self.pool.request(family, msg, timeout=timeout)
+            return self.pool.request(family, msg, timeout=self.timeout_for(name),
+                                     start_timeout=START_TIMEOUT, deadline=self.deadline)
         except WorkerFailure as exc:
-            if exc.symptom == "timeout" and budget_bound:
+            if (exc.symptom == "timeout" and self.deadline is not None
+                    and time.monotonic() >= self.deadline):
                 raise BudgetExhausted() from None
             raise
 

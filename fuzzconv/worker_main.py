@@ -108,6 +108,15 @@ class Server:
 
         return {"family": self.family, "pid": os.getpid(), "versions": family_versions(self.family)}
 
+    def op_warm(self) -> dict[str, Any]:
+        """Import the family's frameworks now, so the first timed request does not pay for them."""
+        from .registry import FAMILY_MODULES
+
+        t0 = time.perf_counter()
+        for mod in FAMILY_MODULES[self.family]:
+            importlib.import_module(mod)
+        return {"seconds": time.perf_counter() - t0}
+
     def op_memory(self) -> dict[str, Any]:
         """This process's resident size now and at its peak, and the collector's collections."""
         peak = None

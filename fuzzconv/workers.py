@@ -8,6 +8,13 @@ A worker that dies (segfault, abort, OOM kill) or hangs past its timeout is kill
 group and restarted on the next request; the request becomes a :class:`WorkerFailure` carrying the
 symptom (``crash`` or ``timeout``), the error class and the tail of the worker's stderr.
 
+Start-up: steps import their frameworks inside their functions, so a fresh worker's first step
+would also pay for importing TensorFlow, torch or TVM (5-20 s on a loaded machine), and after every
+restart a short step timeout would report a segfault or a quick step as a timeout. A caller that
+passes ``start_timeout`` (the executor does) has a worker that is not running started and warmed
+first: it imports its family's frameworks (``op_warm``) under ``start_timeout``, and only then is the
+request sent and its own timeout started.
+
 Protocol: the parent writes one JSON object per line to the child's stdin; the child answers one
 line on a private pipe (its fd 1 is redirected to stderr, so framework chatter cannot corrupt the
 protocol). Requests: ``{"op": NAME, ...}``, served by ``Server.op_NAME`` in
@@ -41,6 +48,8 @@ from .registry import FAMILIES, family_available
 from .errors import MissingExtra, UsageError
 
 DEFAULT_TIMEOUT = 600.0
+#: How long a fresh worker may take to import its frameworks (see "Start-up" above).
+START_TIMEOUT = 600.0
 #: Resident size above which a worker is recycled after a request (see the module docstring).
 DEFAULT_MAX_RSS = 3 * 1024**3
 #: Requests before which the pool makes room (see :meth:`WorkerPool.make_room`).
@@ -139,6 +148,7 @@ class Worker:
         self.starts = 0
         self.requests = 0
         self.recycles = 0
+        self.warm = False  # running, with its frameworks imported
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -164,6 +174,7 @@ class Worker:
         self._reader = os.fdopen(rfd, "rb", buffering=0)
         self._buf = b""
         self.starts += 1
+        self.warm = False
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -216,20 +227,42 @@ class Worker:
             except OSError:
                 pass
         self.proc = None
+        self.warm = False
 
     # -- requests ----------------------------------------------------------------------------
+    def warm_up(self, timeout: float | None = None) -> None:
+        """Start the worker if it is not running and have it import its family's frameworks;
+        nothing for a worker that is already warm.
+
+        Raises:
+            WorkerFailure: the worker died while importing, or took longer than ``timeout``.
+        """
+        if self.alive() and self.warm:
+            return
+        self._exchange({"op": "warm"}, timeout, f"starting the {self.family} worker", count=False)
+        self.warm = True
+
     def request(self, msg: dict[str, Any], timeout: float | None = None) -> Any:
         """Send one request and wait for its answer.
 
         Raises:
             WorkerFailure: the step raised, the worker died, or it took longer than ``timeout``.
         """
+        try:
+            return self._exchange(msg, timeout, str(msg.get("op")))
+        finally:
+            self._recycle_if_large()  # after a step that raised too; a dead worker has no size
+
+    def _exchange(self, msg: dict[str, Any], timeout: float | None, what: str,
+                  count: bool = True) -> Any:
+        """Send ``msg`` (starting the worker if it is not running) and return its result."""
         if not self.alive():
             self._close()
             self.start()
         assert self.proc is not None and self.proc.stdin is not None
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        self.requests += 1
+        if count:
+            self.requests += 1
         try:
             self.proc.stdin.write((json.dumps(msg) + "\n").encode())
             self.proc.stdin.flush()
@@ -241,7 +274,7 @@ class Worker:
             if left <= 0:
                 self.kill()
                 raise WorkerFailure("timeout", "Timeout",
-                                    f"{msg.get('op')} took longer than {timeout or DEFAULT_TIMEOUT:g} s",
+                                    f"{what} took longer than {timeout or DEFAULT_TIMEOUT:g} s",
                                     self._tail(log_offset))
             ready, _, _ = select.select([self._reader], [], [], min(left, 1.0))
             if ready:
@@ -251,7 +284,6 @@ class Worker:
                 self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         answer = json.loads(line)
-        self._recycle_if_large()
         if answer.get("ok"):
             return answer.get("result")
         raise WorkerFailure("crash", answer.get("error_class", "Error"), answer.get("error", ""),
@@ -281,6 +313,20 @@ class Worker:
         return data[-limit:].decode("utf-8", "replace")
 
 
+def _within(seconds: float, deadline: float | None, what: str) -> float:
+    """``seconds``, cut to what is left before ``deadline``.
+
+    Raises:
+        WorkerFailure: nothing is left (a timeout: nothing was sent).
+    """
+    if deadline is None:
+        return seconds
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise WorkerFailure("timeout", "Timeout", f"no time was left for {what}")
+    return min(seconds, left)
+
+
 class WorkerPool:
     """One worker per family, started on first use. Use as a context manager."""
 
@@ -298,10 +344,26 @@ class WorkerPool:
                                           max_rss=self.max_rss)
         return self.workers[family]
 
-    def request(self, family: str, msg: dict[str, Any], timeout: float | None = None) -> Any:
+    def request(self, family: str, msg: dict[str, Any], timeout: float | None = None,
+                start_timeout: float | None = None, deadline: float | None = None) -> Any:
+        """Send ``msg`` to the family's worker and wait for its answer.
+
+        Args:
+            timeout: seconds for the request itself; defaults to :data:`DEFAULT_TIMEOUT`.
+            start_timeout: when given, a worker that is not running is started and warmed first
+                (see "Start-up" in the module docstring), with this many seconds for that.
+            deadline: a ``time.monotonic()`` time that neither the start nor the request may
+                pass; a request that would begin past it fails as a timeout without being sent.
+
+        Raises:
+            WorkerFailure: see :meth:`Worker.request` and :meth:`Worker.warm_up`.
+        """
         if msg.get("op") in HEAVY_OPS:
             self.make_room()
-        return self.get(family).request(msg, timeout)
+        worker = self.get(family)
+        if start_timeout is not None:
+            worker.warm_up(_within(start_timeout, deadline, f"starting the {family} worker"))
+        return worker.request(msg, _within(timeout or DEFAULT_TIMEOUT, deadline, str(msg.get("op"))))
 
     def make_room(self) -> list[str]:
         """Close workers, largest first, until together they hold at most ``max_rss``; the

@@ -1,11 +1,12 @@
 """Workers turn segfaults, aborts, kills, hangs and exceptions into outcomes and restart.
 
-These run the ORT family's worker process but import no framework in it: the steps are plain
-Python from a plugin file.
+These run the ORT family's worker process, with plain Python steps from a plugin file; only a
+worker warmed for a timed request imports a framework (ONNX Runtime).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,34 @@ def test_imports_are_paid_once_per_worker(pool, tmp_path):
     for _ in range(3):
         _step(pool, "good.copy", tmp_path)
     assert pool.get("ort").starts == 1
+
+
+def test_a_worker_started_for_a_timed_request_is_warmed_first(pool, tmp_path):
+    # the executor's way: start_timeout starts the worker and imports its frameworks, untimed
+    assert _step(pool, "good.copy", tmp_path)["seconds"] >= 0  # started cold, not warmed
+    worker = pool.get("ort")
+    assert not worker.warm
+    pool.request("ort", {"op": "hello"}, timeout=30, start_timeout=60)
+    assert worker.warm and worker.starts == 1 and worker.requests == 2  # the warm-up is no request
+    with pytest.raises(WorkerFailure):
+        _step(pool, "bad.segfault", tmp_path)
+    assert not worker.warm
+    pool.request("ort", {"op": "hello"}, timeout=30, start_timeout=60)
+    assert worker.warm and worker.starts == 2
+
+
+def test_a_deadline_bounds_the_request(pool, tmp_path):
+    src = tmp_path / "in.onnx"
+    src.write_bytes(b"x")
+    hang = {"op": "step", "step": "bad.hang", "params": {"seconds": 60.0}, "src": str(src),
+            "dst": str(tmp_path / "out.onnx"), "model": {}}
+    with pytest.raises(WorkerFailure) as info:
+        pool.request("ort", hang, timeout=60, start_timeout=60, deadline=time.monotonic() + 1.0)
+    assert info.value.symptom == "timeout"
+    assert float(info.value.message.split("longer than ")[1].split()[0]) <= 1.0
+    # past the deadline nothing is sent, and no worker is started for it
+    starts = pool.get("ort").starts
+    with pytest.raises(WorkerFailure) as info:
+        pool.request("ort", {"op": "hello"}, start_timeout=60, deadline=time.monotonic() - 1)
+    assert info.value.symptom == "timeout" and "no time was left" in info.value.message
+    assert pool.get("ort").starts == starts and not pool.get("ort").alive()

@@ -244,12 +244,35 @@ class Hunt:
         Cheapest first means a variant that reuses most of its base's cached artifacts (a
         runtime option) comes before one that must recompile (a TVM pass), so a short budget
         covers as many options as it can.
+
+        With a focus step, the user wants their step tried against everything else: every
+        option is covered once per setting of the focus step (its defaults, then each other
+        value of each parameter), and an option that can stand on either side of the focus step
+        is covered on both, since a step may only go wrong on what another made (after
+        LegalizeOps, say).
         """
-        bases = self.space.bases()
         ref_hash = self.ex.reference_pipeline(self.config.model).hash
+        groups = [self.space.bases()]
+        for setting in self._focus_settings():
+            groups.append([b for b in (self._set_focus(b, setting) for b in groups[0])
+                           if b is not None])
         plan: list[Candidate] = [Candidate(b, "coverage") for b in
-                                 sorted(bases, key=lambda b: self._cost(b.steps))
+                                 sorted((b for g in groups for b in g),
+                                        key=lambda b: self._cost(b.steps))
                                  if b.hash != ref_hash]
+        variants: list[Candidate] = []
+        for bases in groups:
+            variants += self._single_option_variants(bases)
+        plan += sorted(variants, key=lambda c: self._fresh_cost(c.pipeline, c.base))  # type: ignore[arg-type]
+        seen: set[str] = set()
+        unique = []
+        for c in plan:
+            if c.pipeline.hash not in seen and c.pipeline.hash != ref_hash:
+                seen.add(c.pipeline.hash)
+                unique.append(c)
+        return unique
+
+    def _single_option_variants(self, bases: list[Pipeline]) -> list[Candidate]:
         covered = {a for b in bases for a in _atoms_of(b)}
         variants: list[Candidate] = []
         for atom in self.space.atoms():
@@ -260,18 +283,40 @@ class Hunt:
                 if variant is not None:
                     variants.append(Candidate(variant, "coverage", base, atom))
                     covered.update(_atoms_of(variant))
+                    early = self._variant(base, atom, before_focus=True)
+                    if early is not None and early.hash != variant.hash:
+                        variants.append(Candidate(early, "coverage", base, atom))
                     break
-        plan += sorted(variants, key=lambda c: self._fresh_cost(c.pipeline, c.base))  # type: ignore[arg-type]
-        seen: set[str] = set()
-        unique = []
-        for c in plan:
-            if c.pipeline.hash not in seen and c.pipeline.hash != ref_hash:
-                seen.add(c.pipeline.hash)
-                unique.append(c)
-        return unique
+        return variants
 
-    def _variant(self, base: Pipeline, atom: Atom) -> Pipeline | None:
-        """``base`` changed in exactly the one way ``atom`` names, or None if it cannot hold it."""
+    def _focus_settings(self) -> list[dict[str, Any]]:
+        """Each non-default single-parameter setting of the focus step (none without a focus)."""
+        f = self.space.focus
+        if f is None:
+            return []
+        return [{param: v} for param in sorted(f.choices) for v in f.choices[param]
+                if json.dumps(v, sort_keys=True) != json.dumps(f.defaults.get(param), sort_keys=True)]
+
+    def _set_focus(self, base: Pipeline, setting: dict[str, Any]) -> Pipeline | None:
+        f = self.space.focus
+        assert f is not None
+        steps = list(base.steps)
+        if f.kind == "runtime":
+            if base.runtime.name != f.name:
+                return None
+            return self._make(steps, Step.make(f.name, f.canonical_params({**base.runtime.params, **setting})))
+        for i, st in enumerate(steps):
+            if st.name == f.name:
+                steps[i] = Step.make(f.name, f.canonical_params({**st.params, **setting}))
+                return self._make(steps, base.runtime)
+        return None
+
+    def _variant(self, base: Pipeline, atom: Atom, before_focus: bool = False) -> Pipeline | None:
+        """``base`` changed in exactly the one way ``atom`` names, or None if it cannot hold it.
+
+        An optional step is inserted at its last possible place, or with ``before_focus`` at the
+        last place before the focus step (None when there is none, or no focus).
+        """
         op = self.ex.registry.get(atom.op)
         value = json.loads(atom.value_json) if atom.value_json is not None else None
         steps = list(base.steps)
@@ -282,6 +327,10 @@ class Hunt:
             return self._make(steps, Step.make(op.name, params))
         if op.optional and not any(s.name == op.name for s in steps):
             pos = self.space.insert_positions(base, op)
+            if before_focus:
+                focus = self.space.focus
+                at = next((i for i, s in enumerate(steps) if focus and s.name == focus.name), None)
+                pos = [i for i in pos if at is not None and i <= at]
             if not pos:
                 return None
             params = op.canonical_params({atom.param: value} if atom.param else {})

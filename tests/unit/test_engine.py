@@ -118,6 +118,37 @@ def test_focus_puts_the_step_in_every_pipeline(tmp_path):
     assert all(any(s.name == "fake.rewrite" for s in p.steps) for p in evaluated)
 
 
+def test_focus_coverage_tries_options_before_the_focus_step_too(tmp_path):
+    # A pass author's step that only goes wrong on what another pass made, at one setting: it
+    # must come after fake.lower and have name="b". Coverage pairs every setting of the focus
+    # step with every other option, inserted after the focus step and also before it.
+    from fuzzconv.registry import Operation
+
+    from .fakes import _noop, fake_registry
+
+    reg = fake_registry()
+    reg.add(Operation("fake.lower", "step", "relax", "relax", "tvm", _noop, {}, {}))
+
+    def lowered_then_pass(p):
+        names = [s.name for s in p.steps]
+        return "fake.lower" in names and "fake.pass" in names and \
+            names.index("fake.lower") < names.index("fake.pass") and has("fake.pass", name="b")(p)
+
+    ex = FakeExecutor(registry=reg, flip_faults=[lowered_then_pass])
+    h, _ = hunt(tmp_path, ex, max_evals=30, focus="fake.pass", shrink=True)
+    plan = h.coverage_plan()
+    result = h.run()
+    coverage = [c.pipeline for c in plan]
+    assert len(h.outcomes) == 30 and all(c.pipeline.hash in h.outcomes for c in plan[:30])
+    orders = {tuple(s.name for s in p.steps if s.name in ("fake.lower", "fake.pass"))
+              for p in coverage}
+    assert ("fake.lower", "fake.pass") in orders and ("fake.pass", "fake.lower") in orders
+    assert [f["culprit"] for f in result.findings] == [{"step": "fake.pass", "params": {"name": "b"}}]
+    assert result.findings[0]["phase"] == "coverage"
+    assert [s["step"] for s in result.findings[0]["minimal_pipeline"]["steps"]][-2:] == \
+        ["fake.lower", "fake.pass"]
+
+
 def test_replay_marks_fixed_and_confirmed(tmp_path):
     ex = FakeExecutor(flip_faults=[has("fake.pass", name="b"), has("fake_ort", level="disable")])
     h, store = hunt(tmp_path, ex, max_evals=40)

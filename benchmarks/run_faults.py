@@ -1,7 +1,7 @@
 """Hunt every injected fault of ``benchmarks/faults/`` and score what the hunt found against it.
 
     python benchmarks/run_faults.py [--models tiny,mobilenetv2] [--faults conv_padding,...]
-                                    [--budget-tiny 4m] [--budget 10m] [--quick] [--stop-early] [--no-write]
+                                    [--budget-tiny 8m] [--budget 10m] [--quick] [--stop-early] [--no-write]
 
 Each fault is a plugin file holding ``GROUND_TRUTH`` (the culprit step and parameters, steps the
 minimal pipeline must also hold, the symptom, whether it is subtle or flaky) and
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default="tiny,mobilenetv2")
     ap.add_argument("--faults", default=None, help="comma-separated fault names (default: all)")
     ap.add_argument("--modes", default="off,on", help="focus modes to run: off, on or both")
-    ap.add_argument("--budget-tiny", default="4m")
+    ap.add_argument("--budget-tiny", default="8m")
     ap.add_argument("--budget", default="10m", help="budget per hunt for the full-size models")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true",

@@ -260,10 +260,12 @@ class Hunt:
                                  sorted((b for g in groups for b in g),
                                         key=lambda b: self._cost(b.steps))
                                  if b.hash != ref_hash]
-        variants: list[Candidate] = []
-        for bases in groups:
-            variants += self._single_option_variants(bases)
-        plan += sorted(variants, key=lambda c: self._fresh_cost(c.pipeline, c.base))  # type: ignore[arg-type]
+        # at equal cost, the focus step's own non-default settings go first: they are what its
+        # author is testing (the defaults are usually its harmless no-op)
+        variants = [(c, 1 if g == 0 else 0) for g, bases in enumerate(groups)
+                    for c in self._single_option_variants(bases)]
+        plan += [c for c, _ in sorted(variants, key=lambda cg: (
+            self._fresh_cost(cg[0].pipeline, cg[0].base), cg[1]))]  # type: ignore[arg-type]
         seen: set[str] = set()
         unique = []
         for c in plan:

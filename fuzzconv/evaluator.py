@@ -7,6 +7,7 @@ the part of it that must stay the same while shrinking (distinct bugs never merg
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,8 +92,11 @@ class Evaluator:
         if not infer or not ref_infer or infer < self.thresholds.slowdown * ref_infer:
             return None
         few = self.corpus.subset(list(range(min(8, len(self.corpus)))))
+        t0 = time.perf_counter()
         ref = self.ex.evaluate(self.ex.reference_pipeline(self.model), few, repeats=5)
         run = self.ex.evaluate(p, few, repeats=5)
+        # Runtime work like a step's, which the timings should show (it can exceed the rest).
+        ev.timings["confirm"] = round(time.perf_counter() - t0, 3)
         if not (ref.batch_seconds and run.batch_seconds):
             return None
         factor = _median(run.batch_seconds) / max(_median(ref.batch_seconds), 1e-9)

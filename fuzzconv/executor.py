@@ -172,11 +172,17 @@ class Executor:
 
     # -- the source model --------------------------------------------------------------------
     def source_artifact(self, spec: ModelSpec, calibration: Path | None = None) -> Path:
-        """The source model with its weights, built once and shared by every store."""
+        """The source model with its weights, built once and shared by every store.
+
+        ``calibration`` is the calibration batch for ``calibrated`` weights; when None it is
+        prepared here, only if the model has to be built.
+        """
         key = self.source_key(spec)
         hit = self.source_cache.lookup("artifacts", key)
         if hit is not None:
             return hit / ARTIFACT_FILE[spec.source]
+        if calibration is None and self.weights == "calibrated":
+            calibration = self.calibration_inputs(spec)
         tmp = self.source_cache.begin("artifacts", key)
         dst = tmp / ARTIFACT_FILE[spec.source]
         self._say(f"building {spec.name} ({self.weights} weights)")
@@ -272,7 +278,6 @@ class Executor:
         spec = get_model(pipeline.model)
         ev = Evaluation(pipeline, None)
         inputs = self.inputs(spec, corpus)
-        calibration = self.calibration_inputs(spec) if self.weights == "calibrated" else None
         art_key = self.artifact_key(pipeline, len(pipeline.steps))
         out_key = key_of("outputs", art_key, pipeline.runtime.name, pipeline.runtime.params,
                          pipeline.device, str(inputs.parent.name), self.batch_size,
@@ -287,7 +292,7 @@ class Executor:
             else:
                 ev.logits = np.load(hit / "logits.npy", allow_pickle=False)
             return ev
-        artifact = self.artifact(pipeline, len(pipeline.steps), ev, cold, calibration)
+        artifact = self.artifact(pipeline, len(pipeline.steps), ev, cold)
         tmp = self.cache.begin("outputs", out_key)
         if artifact is not None:
             rt = self.registry.get(pipeline.runtime.name, "runtime")
@@ -320,6 +325,19 @@ class Executor:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
         return ev
+
+    def warm_in_background(self, pipelines: list[Pipeline]) -> None:
+        """Start the workers these pipelines and their references need, importing their
+        frameworks while the caller prepares inputs (see :meth:`WorkerPool.warm_in_background`)."""
+        families: list[str] = []
+        for p in pipelines:
+            names = [s.name for s in p.steps] + [p.runtime.name]
+            names.append(SOURCE_RUNTIME[get_model(p.model).source])
+            for name in names:
+                op = self.registry.ops.get(name)
+                if op is not None and op.family not in families:
+                    families.append(op.family)
+        self.pool.warm_in_background(families)
 
     def reference_pipeline(self, model: str) -> Pipeline:
         spec = get_model(model)

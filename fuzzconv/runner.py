@@ -36,6 +36,8 @@ def run_pipeline(pipeline_file: Path, images: Path | None, limit: int | None, *,
     with open_session(store, plugins, weights=weights, timeout=timeout,
                       listener=listener) as ex:
         pipeline = load_pipeline_file(pipeline_file, ex.registry)
+        # The workers import their frameworks (seconds) while the images are read here.
+        ex.warm_in_background([pipeline])
         corpus = select(images, limit)
         ref = ex.reference(pipeline.model, corpus)
         ev = ex.evaluate(pipeline, corpus)

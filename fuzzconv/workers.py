@@ -42,7 +42,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from .registry import FAMILIES, family_available
 from .errors import MissingExtra, UsageError
@@ -149,6 +149,8 @@ class Worker:
         self.requests = 0
         self.recycles = 0
         self.warm = False  # running, with its frameworks imported
+        self._warming: int | None = None  # log offset of a warm request not yet answered
+        self._exit_sent = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -175,6 +177,7 @@ class Worker:
         self._buf = b""
         self.starts += 1
         self.warm = False
+        self._exit_sent = False
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -205,15 +208,26 @@ class Worker:
             pass
         self._close()
 
-    def close(self) -> None:
-        """Ask the worker to exit; kill it if it does not within a few seconds."""
-        if self.alive():
+    def ask_to_exit(self) -> None:
+        """Send the exit request without waiting for the worker to go (:meth:`close` waits)."""
+        if self.alive() and not self._exit_sent:
             try:
-                assert self.proc is not None and self.proc.stdin is not None
-                self.proc.stdin.write(b'{"op": "exit"}\n')
-                self.proc.stdin.flush()
+                self._send({"op": "exit"})
+            except Exception:  # noqa: BLE001 - a worker that cannot be asked is killed by close()
+                pass
+            self._exit_sent = True
+
+    def close(self) -> None:
+        """Ask the worker to exit; kill it if it does not within a few seconds, or at once when it
+        is still importing for a warm-up nobody waited for (a command that stopped early)."""
+        if self._warming is not None:
+            self.kill()
+            return
+        self.ask_to_exit()
+        if self.proc is not None:
+            try:
                 self.proc.wait(timeout=5)
-            except Exception:  # noqa: BLE001 - any failure here ends in kill()
+            except subprocess.TimeoutExpired:
                 pass
         self.kill()
 
@@ -228,6 +242,7 @@ class Worker:
                 pass
         self.proc = None
         self.warm = False
+        self._warming = None
 
     # -- requests ----------------------------------------------------------------------------
     def warm_up(self, timeout: float | None = None) -> None:
@@ -239,8 +254,29 @@ class Worker:
         """
         if self.alive() and self.warm:
             return
-        self._exchange({"op": "warm"}, timeout, f"starting the {self.family} worker", count=False)
+        what = f"starting the {self.family} worker"
+        if self._warming is not None and self.alive():
+            offset, self._warming = self._warming, None
+            self._receive(timeout, what, offset)
+        else:
+            self._exchange({"op": "warm"}, timeout, what, count=False)
         self.warm = True
+
+    def warm_in_background(self) -> None:
+        """Start the worker and have it import its frameworks without waiting for it: the next
+        :meth:`warm_up` or request collects the answer. For overlapping the imports (seconds of
+        one core) with the caller's own work."""
+        if (self.alive() and self.warm) or (self._warming is not None and self.alive()):
+            return
+        if not self.alive():
+            self._close()
+            self.start()
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        try:
+            self._send({"op": "warm"})
+        except BrokenPipeError:
+            return  # died at once; the next request starts it again and reports why
+        self._warming = offset
 
     def request(self, msg: dict[str, Any], timeout: float | None = None) -> Any:
         """Send one request and wait for its answer.
@@ -253,21 +289,30 @@ class Worker:
         finally:
             self._recycle_if_large()  # after a step that raised too; a dead worker has no size
 
+    def _send(self, msg: dict[str, Any]) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(msg) + "\n").encode())
+        self.proc.stdin.flush()
+
     def _exchange(self, msg: dict[str, Any], timeout: float | None, what: str,
                   count: bool = True) -> Any:
         """Send ``msg`` (starting the worker if it is not running) and return its result."""
+        if self._warming is not None and self.alive():
+            self.warm_up(START_TIMEOUT)  # answers come in order: the warm-up's first
         if not self.alive():
             self._close()
             self.start()
-        assert self.proc is not None and self.proc.stdin is not None
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         if count:
             self.requests += 1
         try:
-            self.proc.stdin.write((json.dumps(msg) + "\n").encode())
-            self.proc.stdin.flush()
+            self._send(msg)
         except BrokenPipeError:
             return self._died(log_offset)
+        return self._receive(timeout, what, log_offset)
+
+    def _receive(self, timeout: float | None, what: str, log_offset: int) -> Any:
+        """Wait for the answer to the request in flight and return its result."""
         deadline = time.monotonic() + (timeout or DEFAULT_TIMEOUT)
         while b"\n" not in self._buf:
             left = deadline - time.monotonic()
@@ -383,7 +428,20 @@ class WorkerPool:
             closed.append(family)
         return closed
 
+    def warm_in_background(self, families: Iterable[str]) -> None:
+        """Start these families' workers and their imports now, without waiting (see
+        :meth:`Worker.warm_in_background`); a family that cannot run here is left to fail on
+        its first request, with the usual message."""
+        for family in families:
+            try:
+                self.get(family).warm_in_background()
+            except MissingExtra:
+                pass
+
     def close(self) -> None:
+        # All at once: each worker's exit takes a moment, and they need not take turns.
+        for w in self.workers.values():
+            w.ask_to_exit()
         for w in self.workers.values():
             w.close()
 

@@ -262,10 +262,9 @@ class Hunt:
                                  if b.hash != ref_hash]
         # at equal cost, the focus step's own non-default settings go first: they are what its
         # author is testing (the defaults are usually its harmless no-op)
-        variants = [(c, 1 if g == 0 else 0) for g, bases in enumerate(groups)
-                    for c in self._single_option_variants(bases)]
-        plan += [c for c, _ in sorted(variants, key=lambda cg: (
-            self._fresh_cost(cg[0].pipeline, cg[0].base), cg[1]))]  # type: ignore[arg-type]
+        variants = [(cost, 1 if g == 0 else 0, c) for g, bases in enumerate(groups)
+                    for c, cost in self._single_option_variants(bases)]
+        plan += [c for *_, c in sorted(variants, key=lambda v: v[:2])]
         seen: set[str] = set()
         unique = []
         for c in plan:
@@ -274,20 +273,23 @@ class Hunt:
                 unique.append(c)
         return unique
 
-    def _single_option_variants(self, bases: list[Pipeline]) -> list[Candidate]:
+    def _single_option_variants(self, bases: list[Pipeline]) -> list[tuple[Candidate, float]]:
+        """One variant per atom not yet covered (two around a focus step), with its fresh cost;
+        both placements of one option take the cost of the later one, so they stay together."""
         covered = {a for b in bases for a in _atoms_of(b)}
-        variants: list[Candidate] = []
+        variants: list[tuple[Candidate, float]] = []
         for atom in self.space.atoms():
             if atom in covered:
                 continue
             for base in bases:
                 variant = self._variant(base, atom)
                 if variant is not None:
-                    variants.append(Candidate(variant, "coverage", base, atom))
+                    cost = self._fresh_cost(variant, base)
+                    variants.append((Candidate(variant, "coverage", base, atom), cost))
                     covered.update(_atoms_of(variant))
                     early = self._variant(base, atom, before_focus=True)
                     if early is not None and early.hash != variant.hash:
-                        variants.append(Candidate(early, "coverage", base, atom))
+                        variants.append((Candidate(early, "coverage", base, atom), cost))
                     break
         return variants
 

@@ -98,8 +98,12 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
     reruns = [evaluator.outcome(res.minimal, cold=True) for _ in range(FLAKY_RERUNS)]
     rates = [r.comparison["flip_rate"] if r.comparison else None for r in reruns]
     keys = {r.key for r in reruns} | {out.key}
+    # the outcome varies when the symptom, the flip rate or which images flip does: a fault that
+    # flips nearly everything flips as many images on every run, but not the same ones
+    flipped = {tuple(sorted(r.comparison.get("flipped", []))) for r in (out, *reruns)
+               if r.comparison}
     flaky = len(keys) > 1 or len({x for x in rates if x is not None} | (
-        {out.comparison["flip_rate"]} if out.comparison else set())) > 1
+        {out.comparison["flip_rate"]} if out.comparison else set())) > 1 or len(flipped) > 1
     fresh1, hits1 = _counts(ex)
     return {
         "minimal_pipeline": res.minimal.to_dict(),
@@ -110,7 +114,8 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
         "signature": signature_of(out, culprit),
         "flaky": flaky,
         "flaky_spread": {"symptoms": sorted(str(k[0]) for k in keys),
-                         "flip_rates": [x for x in rates if x is not None]},
+                         "flip_rates": [x for x in rates if x is not None],
+                         "flipped_sets": len(flipped)},
         "first_divergent_node": nodes.get("node"),
         "node_errors": nodes.get("path", []),
         "node_localization": {k: v for k, v in nodes.items() if k != "path"} or None,

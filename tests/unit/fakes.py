@@ -76,6 +76,8 @@ class FakeExecutor:
     listener: object = None
     calls: list[str] = field(default_factory=list)  # fresh evaluations, in order
     classes: int = 10
+    # faults whose flipped images change from one fresh evaluation to the next, as many each time
+    drifting_faults: list[Fault] = field(default_factory=list)
     fresh_evaluations: int = 0
     _memo: dict = field(default_factory=dict)
 
@@ -115,9 +117,11 @@ class FakeExecutor:
                 return Evaluation(p, None, Failure("crash", "step 1", p.steps[0].name if p.steps
                                                    else p.runtime.name, "SIGSEGV", "boom"), fresh=1)
         logits = self._ref_logits(len(corpus))
-        if any(f(p) for f in self.flip_faults):
-            # move the runner-up above the top-1 on every other image
-            for i in range(0, len(logits), 2):
+        drifting = any(f(p) for f in self.drifting_faults)
+        if drifting or any(f(p) for f in self.flip_faults):
+            # move the runner-up above the top-1 on every other image (odd or even ones, by
+            # turns, for a drifting fault)
+            for i in range(len(self.calls) % 2 if drifting else 0, len(logits), 2):
                 order = np.argsort(-logits[i])
                 logits[i, order[1]] = logits[i, order[0]] + 1.0
         return Evaluation(p, logits, timings={"infer": 0.01}, fresh=1)

@@ -149,6 +149,19 @@ def test_focus_coverage_tries_options_before_the_focus_step_too(tmp_path):
         ["fake.lower", "fake.pass"]
 
 
+def test_a_fault_that_flips_as_many_but_other_images_is_flaky(tmp_path):
+    ex = FakeExecutor(drifting_faults=[has("fake.pass", name="b")])
+    h, _ = hunt(tmp_path, ex, max_evals=40)
+    (f,) = h.run().findings
+    assert f["flaky"] is True
+    assert len(set(f["flaky_spread"]["flip_rates"])) == 1  # the rate alone would not tell
+    assert f["flaky_spread"]["flipped_sets"] == 2
+    steady = FakeExecutor(flip_faults=[has("fake.pass", name="b")])
+    h2, _ = hunt(tmp_path / "steady", steady, max_evals=40)
+    (g,) = h2.run().findings
+    assert g["flaky"] is False and g["flaky_spread"]["flipped_sets"] == 1
+
+
 def test_replay_marks_fixed_and_confirmed(tmp_path):
     ex = FakeExecutor(flip_faults=[has("fake.pass", name="b"), has("fake_ort", level="disable")])
     h, store = hunt(tmp_path, ex, max_evals=40)

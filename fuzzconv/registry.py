@@ -98,6 +98,10 @@ class Operation:
     devices: tuple[str, ...] = ("cpu",)
     doc: str = ""
     timeout: float | None = None
+    # Makes coherent parameters equal: e.g. tvm.pass drops ``args`` its named pass ignores, so
+    # FoldConstant with another pass's arguments is FoldConstant, not a new configuration.
+    normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = field(
+        default=None, compare=False, repr=False)
 
     @property
     def optional(self) -> bool:
@@ -118,6 +122,8 @@ class Operation:
                 f"(known: {', '.join(sorted(self.defaults)) or 'none'})"
             )
         out = {k: _jsonable(params.get(k, v)) for k, v in self.defaults.items()}
+        if self.normalize is not None:
+            out = self.normalize(out)
         return dict(sorted(out.items()))
 
     def describe(self) -> dict[str, Any]:

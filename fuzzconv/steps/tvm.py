@@ -651,10 +651,20 @@ def relax_pass(ctx: StepContext, src: Path, dst: Path, name: str = "FoldConstant
 # The parameter is called ``name`` (the pipeline contract), which the ``step`` decorator cannot
 # take as a keyword (its own first argument is ``name``), so this registers through the function
 # the decorator calls, with the same fields.
+def _coherent_args(params: dict[str, Any]) -> dict[str, Any]:
+    """Drop ``args`` keys the named pass does not take but another listed pass does (the worker
+    ignores them), so such a configuration is the plain pass and hashes as it. Keys no listed
+    pass takes stay, for the worker to refuse."""
+    args = params.get("args") or {}
+    takes = {k for a in _PASSES.get(params.get("name"), []) for k in a}
+    vocabulary = {k for variants in _PASSES.values() for a in variants for k in a}
+    return {**params, "args": {k: v for k, v in args.items() if k in takes or k not in vocabulary}}
+
+
 relax_pass.fuzzconv_op = register(  # type: ignore[attr-defined]
     dict(name="tvm.pass", kind="step", src="relax", dst="relax", family="tvm",
          doc=relax_pass.__doc__.strip().splitlines()[0], devices=("cpu", "cuda"), timeout=1800.0,
-         choices={"name": sorted(_PASSES), "args": _ARG_VARIANTS}),
+         choices={"name": sorted(_PASSES), "args": _ARG_VARIANTS}, normalize=_coherent_args),
     relax_pass)
 
 

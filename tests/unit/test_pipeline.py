@@ -86,3 +86,22 @@ def test_cuda_is_refused_without_a_gpu():
 @given(pipelines("tiny_keras", REG) | pipelines("tiny_torch", REG))
 def test_pipeline_json_matches_the_contract_schema(p):
     assert contract_errors("pipeline", p.to_dict()) == []
+
+
+def test_tvm_pass_arguments_its_pass_ignores_do_not_make_a_new_configuration():
+    from fuzzconv.registry import default_registry
+    from fuzzconv.steps.tvm import _PASSES
+
+    reg = default_registry()
+    taker = next(n for n in sorted(_PASSES) if any(_PASSES[n]) and any(a for a in _PASSES[n]))
+    args = next(a for a in _PASSES[taker] if a)
+    other = next(n for n in sorted(_PASSES) if not any(k in a for a in _PASSES[n] for k in args))
+
+    def pipe(name, a):
+        return Pipeline.make(reg, "tiny_keras", [("keras.tf2onnx", {}), ("onnx.tvm", {}),
+                                                 ("tvm.pass", {"name": name, "args": a}),
+                                                 ("tvm.build", {})], "tvm")
+
+    assert pipe(other, args).hash == pipe(other, {}).hash  # ignored: the plain pass
+    assert pipe(taker, args).hash != pipe(taker, {}).hash  # taken: a configuration of its own
+    assert pipe(other, {"no_such_argument": 1}).steps[2].params["args"] == {"no_such_argument": 1}

@@ -389,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
             budget = args.budget_tiny if model == "tiny_keras" else args.budget
             if args.rescore:
                 store = work / model / fault.name / ("focus" if focus else "nofocus")
+                if not (store / "fuzzconv.sqlite").exists():
+                    progress.advance(task)
+                    continue  # not hunted in that run
                 wall, tail = _wall(store), ""
             else:
                 store, wall, tail = hunt(fault, model, focus, budget, work,

@@ -654,11 +654,17 @@ def relax_pass(ctx: StepContext, src: Path, dst: Path, name: str = "FoldConstant
 def _coherent_args(params: dict[str, Any]) -> dict[str, Any]:
     """Drop ``args`` keys the named pass does not take but another listed pass does (the worker
     ignores them), so such a configuration is the plain pass and hashes as it. Keys no listed
-    pass takes stay, for the worker to refuse."""
+    pass takes stay, for the worker to refuse. A pass that cannot run without arguments
+    (ConvertLayout needs ``desired_layouts``) and is left with none gets its first listed ones:
+    calling it without them is a misuse of TVM, not a finding."""
     args = params.get("args") or {}
-    takes = {k for a in _PASSES.get(params.get("name"), []) for k in a}
-    vocabulary = {k for variants in _PASSES.values() for a in variants for k in a}
-    return {**params, "args": {k: v for k, v in args.items() if k in takes or k not in vocabulary}}
+    variants = _PASSES.get(params.get("name"), [])
+    takes = {k for a in variants for k in a}
+    vocabulary = {k for vs in _PASSES.values() for a in vs for k in a}
+    kept = {k: v for k, v in args.items() if k in takes or k not in vocabulary}
+    if not kept and variants and {} not in variants:
+        kept = dict(variants[0])
+    return {**params, "args": kept}
 
 
 relax_pass.fuzzconv_op = register(  # type: ignore[attr-defined]

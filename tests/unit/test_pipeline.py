@@ -105,3 +105,6 @@ def test_tvm_pass_arguments_its_pass_ignores_do_not_make_a_new_configuration():
     assert pipe(other, args).hash == pipe(other, {}).hash  # ignored: the plain pass
     assert pipe(taker, args).hash != pipe(taker, {}).hash  # taken: a configuration of its own
     assert pipe(other, {"no_such_argument": 1}).steps[2].params["args"] == {"no_such_argument": 1}
+    # a pass that needs arguments never runs without them
+    for name in (n for n in _PASSES if {} not in _PASSES[n]):
+        assert pipe(name, {}).steps[2].params["args"] == _PASSES[name][0]

@@ -4,7 +4,8 @@
                                     [--budget-tiny 8m] [--budget 10m] [--quick] [--stop-early] [--no-write]
 
 Each fault is a plugin file holding ``GROUND_TRUTH`` (the culprit step and parameters, steps the
-minimal pipeline must also hold, the symptom, whether it is subtle or flaky) and
+minimal pipeline must also hold, the symptom, whether it is subtle or flaky, and optionally
+``min_budget``, a floor on its hunts' budget) and
 ``affected_node(onnx_model)``, the node it changes. For every model and fault, ``fuzzconv hunt``
 runs twice: without ``--focus`` (the fault step is one option among all the built-in ones) and
 with ``--focus`` on the culprit step. Each hunt gets its own store and so starts from a cold
@@ -58,6 +59,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+
+from fuzzconv.engine import parse_budget
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -387,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
         for model, fault, focus in jobs:
             progress.update(task, description=f"{model} {fault.name} focus={'on' if focus else 'off'}")
             budget = args.budget_tiny if model == "tiny_keras" else args.budget
+            if "min_budget" in fault.truth and \
+                    parse_budget(fault.truth["min_budget"]) > parse_budget(budget):
+                budget = fault.truth["min_budget"]
             if args.rescore:
                 store = work / model / fault.name / ("focus" if focus else "nofocus")
                 if not (store / "fuzzconv.sqlite").exists():

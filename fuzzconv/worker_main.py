@@ -210,7 +210,7 @@ def main(argv: list[str]) -> int:
     family, plugins = argv[0], argv[1:]
     out = os.fdopen(int(os.environ["FUZZCONV_WORKER_FD"]), "wb", buffering=0)
     server = Server(family, plugins)
-    step_mb = int(os.environ.get("FUZZCONV_WORKER_GC_MB", GC_STEP_MB))
+    step_mb = int(os.environ.get("FUZZCONV_WORKER_GC_MB", "").strip() or GC_STEP_MB)
     server.collector = Collector(step_mb << 20).start()
     release = _malloc_trim() if step_mb > 0 else (lambda: None)
     for line in sys.stdin.buffer:

@@ -86,6 +86,17 @@ def max_rss_from_env() -> int:
     return size
 
 
+def check_gc_step_env() -> None:
+    """Refuse a ``$FUZZCONV_WORKER_GC_MB`` that is not a whole number of MB (read by the workers).
+
+    Raises:
+        UsageError: it is not.
+    """
+    raw = os.environ.get("FUZZCONV_WORKER_GC_MB")
+    if raw is not None and raw.strip() and not raw.strip().isdigit():
+        raise UsageError(f"FUZZCONV_WORKER_GC_MB must be a whole number of MB (0 turns it off), not {raw!r}")
+
+
 def resident_bytes(pid: int) -> int | None:
     """A process's resident set size from ``/proc`` (Linux); None where it cannot be read."""
     try:
@@ -381,6 +392,7 @@ class WorkerPool:
         self.plugin_files = tuple(plugin_files)
         # Read once here, so a bad value is a usage error before any worker starts.
         self.max_rss = max_rss_from_env() if max_rss is None else max_rss
+        check_gc_step_env()
         self.workers: dict[str, Worker] = {}
 
     def get(self, family: str) -> Worker:

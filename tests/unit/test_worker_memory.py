@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from fuzzconv.errors import UsageError
-from fuzzconv.workers import Worker, WorkerFailure, WorkerPool, max_rss_from_env, parse_size
+from fuzzconv.workers import (Worker, WorkerFailure, WorkerPool, check_gc_step_env,
+                              max_rss_from_env, parse_size)
 
 from ..conftest import needs
 
@@ -152,3 +153,13 @@ def test_limit_from_the_environment(monkeypatch):
     monkeypatch.setenv("FUZZCONV_WORKER_MAX_RSS", "lots")
     with pytest.raises(UsageError, match="FUZZCONV_WORKER_MAX_RSS"):
         max_rss_from_env()
+
+
+def test_collection_step_from_the_environment(monkeypatch, tmp_path):
+    for good in ("0", "256", " 512 ", ""):
+        monkeypatch.setenv("FUZZCONV_WORKER_GC_MB", good)
+        check_gc_step_env()
+    for bad in ("-1", "1.5", "lots"):
+        monkeypatch.setenv("FUZZCONV_WORKER_GC_MB", bad)
+        with pytest.raises(UsageError, match="FUZZCONV_WORKER_GC_MB"):
+            WorkerPool(tmp_path / "logs")

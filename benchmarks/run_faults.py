@@ -320,6 +320,7 @@ def markdown(runs: list[Run], args: argparse.Namespace, started: str) -> str:
              f"budgets: tiny {args.budget_tiny}, other models {args.budget}; seed {args.seed}. "
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, load average "
              f"{os.getloadavg()[0]:.1f} at the end. Stack: {versions()}.", "",
+             *([args.note, ""] if args.note else []),
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(r.row()) + " |" for r in runs]
     for model in dict.fromkeys(r.model for r in runs):
@@ -364,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="score the stores already in --work again instead of hunting")
     ap.add_argument("--work", type=Path, default=None, help="keep stores here (default: temporary)")
     ap.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
+    ap.add_argument("--note", default="", help="a paragraph to put above the table")
     ap.add_argument("--json", type=Path, default=None, help="also write the runs as JSON here")
     args = ap.parse_args(argv)
     models = ["tiny_keras"] if args.quick else [ALIASES.get(m, m) for m in args.models.split(",")]

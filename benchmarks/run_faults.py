@@ -340,10 +340,12 @@ def markdown(runs: list[Run], args: argparse.Namespace, started: str) -> str:
     return "\n".join(lines + [END])
 
 
-def write_results(text: str) -> None:
+def write_results(text: str, begin: str = BEGIN, end: str = END) -> None:
+    """Put ``text`` (which starts with ``begin`` and ends with ``end``) in RESULTS.md, replacing
+    the section between those markers, or at the end of the file the first time."""
     old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if BEGIN in old and END in old:
-        new = old[:old.index(BEGIN)] + text + old[old.index(END) + len(END):]
+    if begin in old and end in old:
+        new = old[:old.index(begin)] + text + old[old.index(end) + len(end):]
     else:
         new = old.rstrip() + "\n\n" + text + "\n"
     RESULTS.write_text(new)

@@ -39,8 +39,8 @@ from rich.console import Console
 from rich.table import Table
 
 HERE = Path(__file__).resolve().parent
-FAULTS = HERE.parent / "faults"
-RESULTS = HERE.parent / "RESULTS.md"
+sys.path.insert(0, str(HERE.parent))
+from run_faults import FAULTS, Fault, versions, write_results  # noqa: E402
 BEGIN, END = "<!-- ddmin:begin -->", "<!-- ddmin:end -->"
 SINGLE = ["conv_padding", "bn_scale", "layout_transpose", "int8_weight", "clip_mode"]
 console = Console()
@@ -87,8 +87,6 @@ def chain(fault_step: str, params: dict, k: int, rng: random.Random) -> list[tup
 
 
 def run_case(fault: str, k: int, seed: int, work: Path) -> dict:
-    import ast
-
     from fuzzconv.corpora import select
     from fuzzconv.evaluator import Evaluator
     from fuzzconv.pipeline import Pipeline
@@ -96,8 +94,7 @@ def run_case(fault: str, k: int, seed: int, work: Path) -> dict:
     from fuzzconv.shrink.localize import find_culprit
 
     path = FAULTS / f"{fault}.py"
-    truth = next(ast.literal_eval(n.value) for n in ast.parse(path.read_text()).body
-                 if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "GROUND_TRUTH")
+    truth = Fault.load(path).truth
     step, params = truth["culprit"]["step"], truth["culprit"]["params"]
     steps = chain(step, params, k, random.Random(f"{fault}-{k}-{seed}"))
     position = next(i for i, (s, p) in enumerate(steps, 1) if s == step and p == params)
@@ -133,13 +130,6 @@ def run_case(fault: str, k: int, seed: int, work: Path) -> dict:
                            "seconds": time.perf_counter() - t0,
                            "found": found, "exact": found == position}
     return out
-
-
-def versions() -> str:
-    from fuzzconv.versions import stack_versions
-
-    v = stack_versions()
-    return ", ".join(f"{k} {v[k]}" for k in sorted(v))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,13 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"({td / max(tb, 1e-9):.1f}×). Cases over the ⌈log2 k⌉+3 goal: {over}."]
     console.print(table)
     if not args.no_write:
-        text = "\n".join(lines + [END])
-        old = RESULTS.read_text()
-        if BEGIN in old and END in old:
-            new = old[:old.index(BEGIN)] + text + old[old.index(END) + len(END):]
-        else:
-            new = old.rstrip() + "\n\n" + text + "\n"
-        RESULTS.write_text(new)
+        write_results("\n".join(lines + [END]), BEGIN, END)
     return 1 if over else 0
 
 

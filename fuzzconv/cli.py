@@ -540,12 +540,13 @@ def study(
     threads: Annotated[Optional[int], typer.Option("--threads", help="Intra-op threads for every runtime.")] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds per step or run.")] = None,
     store: StoreOpt = Path("fuzzconv-out"),
+    resume: Annotated[bool, typer.Option("--resume", help="Keep the models --out/study.json already holds (same settings and stack); measure the rest.")] = False,
 ) -> None:
     """The 2022 paper's sensitivity study: label changes and timing per framework, opt level, device."""
     from .study import run_study
 
     run_study(models, images, weights, devices, repeats, out_dir, limit, store=store,
-              threads=threads, timeout=timeout, console=console)
+              threads=threads, timeout=timeout, console=console, resume=resume)
     out.print(f"study written to {out_dir}: study.md, study.json, labels.csv, timing.csv, plots")
 
 

@@ -343,6 +343,14 @@ class Cell:
     timing: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0  # wall time of the labelled run and the timing, conversions included
     logits: np.ndarray | None = field(default=None, repr=False)
+    kept: bool = False  # read back from an earlier run's study.json (``--resume``): no logits
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Cell":
+        return cls(d["model"], d["config"], d["device"], d["status"], pipeline=d.get("pipeline"),
+                   error=d.get("error"), metrics=d.get("metrics") or {},
+                   timing=d.get("timing") or {}, seconds=float(d.get("seconds") or 0.0),
+                   kept=True)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "config": self.config, "device": self.device,
@@ -483,7 +491,7 @@ def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = 
               repeats: int = 10, out: Path = Path("fuzzconv-study"), limit: int | None = None,
               *, store: Path = Path("fuzzconv-out"), threads: int | None = None,
               timeout: float | None = None, console: Any = None,
-              show_progress: bool = True) -> dict[str, Any]:
+              show_progress: bool = True, resume: bool = False) -> dict[str, Any]:
     """Run the sensitivity study and write its tables, plots and data under ``out``.
 
     Args:
@@ -500,6 +508,8 @@ def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = 
         timeout: seconds per step or run (the executor's default when None).
         console: a rich Console for progress (stderr); one is made when None.
         show_progress: show the progress bar.
+        resume: keep the models that ``out/study.json`` already holds, when it was made with the
+            same settings, stack and configurations (see :func:`earlier_study`); measure the rest.
 
     Returns:
         The ``study.json`` object.
@@ -530,6 +540,13 @@ def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = 
     present = {d: device_available(d) for d in wanted}
     console = console or Console(stderr=True)
     t0 = time.perf_counter()
+    early = {"weights": weights, "repeats": repeats, "limit": limit, "threads": threads,
+             "images": str(images) if images else None,
+             "devices": {d: ("measured" if present[d] else NOT_MEASURED) for d in wanted},
+             "corpus": {"name": corpus.name, "images": len(corpus), "digest": corpus.digest,
+                        "labelled": corpus.labels is not None}}
+    if resume:  # bad input fails here, before any worker starts
+        earlier_study(out / "study.json", {"settings": early})
 
     with open_session(store, weights=weights, timeout=timeout) as ex:
         env = _pin_threads(ex, threads)
@@ -542,15 +559,9 @@ def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = 
         head = {
             "study": "Louloudakis et al. 2022 sensitivity study, repeated",
             "settings": {"models": [], "requested_models": names,
-                         "twins": {m: TWINS[m] for m in names}, "weights": weights,
-                         "devices": {d: ("measured" if present[d] else NOT_MEASURED)
-                                     for d in wanted},
-                         "repeats": repeats, "limit": limit,
-                         "images": str(images) if images else None,
-                         "corpus": {"name": corpus.name, "images": len(corpus),
-                                    "digest": corpus.digest, "labelled": corpus.labels is not None},
+                         "twins": {m: TWINS[m] for m in names}, **early,
                          "batch_size": ex.batch_size, "timing_images": len(runner.timing_corpus),
-                         "threads": threads, "thread_env": env, "ci_goal": CI_GOAL,
+                         "thread_env": env, "ci_goal": CI_GOAL,
                          "bootstrap_resamples": BOOTSTRAP_RESAMPLES, "store": str(store)},
             "versions": stack_versions(),
             "machine": {**machine(), "os_cpu_count": os.cpu_count(),
@@ -563,6 +574,11 @@ def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = 
                                for c in configs],
             "model_seconds": {},
         }
+        earlier = earlier_study(out / "study.json", head) if resume else None
+        kept = [m for m in names if earlier and m in earlier["settings"]["models"]]
+        if earlier is not None:
+            head["resumed"] = {"models": kept, "elapsed_seconds": earlier["elapsed_seconds"],
+                               "load_average_start": earlier["machine"]["load_average_start"]}
         cells: list[Cell] = []
         todo = [(m, c, d) for m in names for c in configs for d in wanted]
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -570,41 +586,97 @@ def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = 
                       transient=False) as progress:
             task = progress.add_task("study", total=len(todo))
             for model in names:
-                tm = time.perf_counter()
-                for cfg in configs:
-                    for device in wanted:
-                        progress.update(task, description=f"{model} {cfg.key} @{device}")
-                        if not _runs_on(ex, cfg, device):
-                            cells.append(Cell(model, cfg.key, device, NOT_APPLICABLE))
-                        elif not present[device]:
-                            cells.append(Cell(model, cfg.key, device, NOT_MEASURED))
-                        elif cfg.key == "tvm-disabled" and not plan["ok"]:
-                            cells.append(Cell(model, cfg.key, device, "failed", error={
-                                "stage": "finding the passes to disable", "symptom": "crash",
-                                "error_class": "DisablePlan", "message": plan["error"]}))
-                        else:
-                            tc = time.perf_counter()
-                            cells.append(runner.evaluate(model, cfg, device))
-                            cells[-1].seconds = time.perf_counter() - tc
-                        progress.advance(task)
-                head["model_seconds"][model] = round(time.perf_counter() - tm, 1)
+                if model in kept:
+                    assert earlier is not None
+                    cells += [Cell.from_dict(c) for c in earlier["cells"] if c["model"] == model]
+                    head["model_seconds"][model] = earlier["model_seconds"][model]
+                    progress.advance(task, len(configs) * len(wanted))
+                else:
+                    tm = time.perf_counter()
+                    for cfg in configs:
+                        for device in wanted:
+                            progress.update(task, description=f"{model} {cfg.key} @{device}")
+                            cells.append(_cell(runner, model, cfg, device, present, plan))
+                            progress.advance(task)
+                    head["model_seconds"][model] = round(time.perf_counter() - tm, 1)
                 head["settings"]["models"].append(model)
                 # Written after every model, so a long study that is stopped keeps what it did
-                # (and a rerun finds all of it in the cache).
-                study = _assemble(head, cells, configs, corpus, weights, t0)
+                # (and a rerun finds all of it in the cache, or keeps it with --resume).
+                study = _assemble(head, cells, configs, corpus, weights, t0, earlier)
                 write_outputs(study, out)
     return study
 
 
+def _cell(runner: _Runner, model: str, cfg: Config, device: str, present: dict[str, bool],
+          plan: dict[str, Any]) -> Cell:
+    """One configuration of one model on one device, or why it was not run."""
+    if not _runs_on(runner.ex, cfg, device):
+        return Cell(model, cfg.key, device, NOT_APPLICABLE)
+    if not present[device]:
+        return Cell(model, cfg.key, device, NOT_MEASURED)
+    if cfg.key == "tvm-disabled" and not plan["ok"]:
+        return Cell(model, cfg.key, device, "failed", error={
+            "stage": "finding the passes to disable", "symptom": "crash",
+            "error_class": "DisablePlan", "message": plan["error"]})
+    tc = time.perf_counter()
+    cell = runner.evaluate(model, cfg, device)
+    cell.seconds = time.perf_counter() - tc
+    return cell
+
+
+#: Settings a kept model must share with the models measured now, for the tables to compare them.
+_RESUME_SETTINGS = ("weights", "repeats", "limit", "images", "threads", "devices", "corpus",
+                    "batch_size", "timing_images", "thread_env", "ci_goal", "bootstrap_resamples")
+
+
+def earlier_study(path: Path, head: dict[str, Any]) -> dict[str, Any] | None:
+    """The study at ``path`` when its models can stand beside the ones this run measures.
+
+    None when there is no such file. A file that cannot be read, or that was made with other
+    settings, another framework stack or other configurations, is a :class:`UsageError` naming the
+    difference; the file itself is left as it is. Only what ``head`` holds is compared, so a
+    check before the workers start can take the settings known by then.
+    """
+    if not path.exists():
+        return None
+    try:
+        old = json.loads(path.read_text())
+        settings = old["settings"]
+        _ = (old["cells"], old["elapsed_seconds"], old["machine"]["load_average_start"])
+        _ = [(old["model_seconds"][m], old["opt_spread"][m]) for m in settings["models"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"--resume: {path} is not a study this version wrote ({exc})") from exc
+    mine = head["settings"]
+    for key in _RESUME_SETTINGS:
+        if key in mine and settings.get(key) != mine[key]:
+            raise UsageError(f"--resume: {path} was made with {key} = {settings.get(key)!r}, this run "
+                             f"has {mine.get(key)!r}; use the same settings or another --out")
+    if "versions" in head and old.get("versions") != head["versions"]:
+        changed = sorted(k for k in set(old.get("versions") or {}) | set(head["versions"])
+                         if (old.get("versions") or {}).get(k) != head["versions"].get(k))
+        raise UsageError(f"--resume: {path} was made with other versions of "
+                         f"{', '.join(changed)}; use another --out")
+    if "configurations" in head and ([c.get("key") for c in old.get("configurations", [])]
+                                     != [c["key"] for c in head["configurations"]]):
+        raise UsageError(f"--resume: {path} has other configurations; use another --out")
+    return old
+
+
 def _assemble(head: dict[str, Any], cells: list[Cell], configs: list[Config], corpus: Any,
-              weights: str, t0: float) -> dict[str, Any]:
-    """The ``study.json`` object for the models done so far."""
+              weights: str, t0: float, earlier: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``study.json`` object for the models done so far (kept ones from ``earlier``)."""
     _fill_metrics(cells, configs, corpus, weights)
     measured = [d for d, s in head["settings"]["devices"].items() if s == "measured"]
-    study = {**head, "cells": [c.to_dict() for c in cells],
-             "opt_spread": _spread(cells, head["settings"]["models"], measured),
-             "elapsed_seconds": round(time.perf_counter() - t0, 1)}
+    kept = (head.get("resumed") or {}).get("models", [])
+    spread = _spread(cells, [m for m in head["settings"]["models"] if m not in kept], measured)
+    for model in kept:
+        spread[model] = earlier["opt_spread"][model]  # type: ignore[index]
+    elapsed = time.perf_counter() - t0 + (head.get("resumed") or {}).get("elapsed_seconds", 0.0)
+    study = {**head, "cells": [c.to_dict() for c in cells], "opt_spread": spread,
+             "elapsed_seconds": round(elapsed, 1)}
     study["machine"] = {**head["machine"], "load_average_end": list(os.getloadavg())}
+    if kept:  # the load the kept models were measured under counts too
+        study["machine"]["load_average_start"] = head["resumed"]["load_average_start"]
     study["paper"] = compare_with_paper(study)
     return study
 
@@ -637,7 +709,7 @@ def _fill_metrics(cells: list[Cell], configs: list[Config], corpus: Any, weights
     by = {(c.model, c.config, c.device): c for c in cells}
     cfg_of = {c.key: c for c in configs}
     for cell in cells:
-        if cell.status != "ok":
+        if cell.status != "ok" or cell.kept:  # a kept cell's metrics came with it
             continue
         cfg = cfg_of[cell.config]
         base = by.get((cell.model, cfg.baseline, "cpu"))
@@ -1120,6 +1192,9 @@ def render_markdown(study: dict[str, Any], plots: dict[str, str]) -> str:
              f"at the end (other work on the machine slows and spreads the timings); "
              f"total time {study['elapsed_seconds']:.0f} s "
              f"({', '.join(f'{m} {s:.0f} s' for m, s in study['model_seconds'].items())})")
+    if (study.get("resumed") or {}).get("models"):
+        L.append(f"- resumed: {', '.join(study['resumed']['models'])} measured by an earlier run "
+                 "with the same settings and stack (`--resume`); total time and load cover both")
     L.append("- versions: " + ", ".join(f"{k} {v}" for k, v in study["versions"].items()) + "\n")
 
     L.append("## Configurations\n")

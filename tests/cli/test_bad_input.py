@@ -101,8 +101,26 @@ def cases(tmp: Path) -> list[tuple[str, list[str], str]]:
     plugin_bundle = bundle_dir(tmp, "with-plugin")
     (plugin_bundle / "plugin").mkdir()
     write(plugin_bundle / "plugin" / "acme.py", "def transform(x):\n    return x\n")
+    from fuzzconv.corpora import SHIPPED_DIR
+
+    natural = str(SHIPPED_DIR / "natural")
+    half_written = tmp / "half-written-study"
+    half_written.mkdir()
+    write(half_written / "study.json", '{"settings": {"models": ["tiny_keras"]')
+    other_settings = tmp / "other-study"
+    other_settings.mkdir()
+    write(other_settings / "study.json", json.dumps({
+        "settings": {"models": [], "repeats": 10, "weights": "calibrated"}, "cells": [],
+        "model_seconds": {}, "opt_spread": {}, "elapsed_seconds": 1.0,
+        "machine": {"load_average_start": [0.0, 0.0, 0.0]}}))
     return [
         ("unknown model", ["hunt", "--model", "alexnet", "--max-evals", "1"], "unknown model"),
+        ("a study to resume that is not one", ["study", "--models", "tiny_keras", "--images",
+                                               natural, "--out", str(half_written), "--resume"],
+         "is not a study"),
+        ("a study to resume made with other settings", [
+            "study", "--models", "tiny_keras", "--images", natural, "--repeats", "2",
+            "--out", str(other_settings), "--resume"], "repeats = 10"),
         ("unknown step", ["run", str(write(tmp / "p1.json", json.dumps(
             {"model": "tiny_keras", "steps": [{"step": "acme.nope"}], "runtime": {"name": "ort"}})))],
          "unknown step"),
@@ -163,6 +181,9 @@ def test_every_bad_input_class_is_one_line_exit_2_and_leaves_the_store(tmp_path,
         assert dump(store) == before, name
         seen.append(name)
     assert len(seen) >= 12
+    # A study that could not be resumed is left as it was.
+    assert (tmp_path / "half-written-study" / "study.json").read_text().endswith('["tiny_keras"]')
+    assert json.loads((tmp_path / "other-study" / "study.json").read_text())["settings"]["repeats"] == 10
     # No refused bundle ran its repro.py or wrote outside its extraction directory.
     assert not (tmp_path / "repro-ran").exists() and not (tmp_path / "escaped.txt").exists()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +181,41 @@ def test_gpu_column_says_not_measured(study: dict[str, Any]) -> None:
     assert "| tiny_keras | cuda | not applicable | not applicable | not measured |" in md
     device_claim = next(c for c in study["paper"] if "device" in c["claim"])
     assert device_claim["verdict"] == "not measured"
+
+
+def _resume(study: dict[str, Any], store_dir: Path, out: Path, edit: Any = None) -> dict[str, Any]:
+    """Run the study again with ``--resume`` over a copy of the module's ``study.json``."""
+    from fuzzconv.study import run_study
+
+    out.mkdir()
+    old = json.loads((study["_out"] / "study.json").read_text())
+    (out / "study.json").write_text(json.dumps(edit(old) if edit else old))
+    return run_study(models="tiny_keras", images=_images(), devices="cpu,cuda", repeats=REPEATS,
+                     out=out, limit=LIMIT, store=store_dir, show_progress=False, resume=True)
+
+
+def test_resume_keeps_what_was_measured(study: dict[str, Any], store_dir: Path, tmp_path: Path) -> None:
+    first = study["_out"]
+    again = _resume(study, store_dir, tmp_path / "resumed")
+    assert again["resumed"]["models"] == ["tiny_keras"]
+    old = json.loads((first / "study.json").read_text())
+    # Timing samples differ from run to run: equal cells mean nothing was measured again.
+    assert again["cells"] == old["cells"] and again["opt_spread"] == old["opt_spread"]
+    for name in ("labels.csv", "timing.csv"):
+        assert (tmp_path / "resumed" / name).read_text() == (first / name).read_text()
+    assert again["elapsed_seconds"] > study["elapsed_seconds"]
+    assert "- resumed: tiny_keras" in (tmp_path / "resumed" / "study.md").read_text()
+
+
+def test_resume_refuses_another_stack_and_leaves_the_study(study: dict[str, Any], store_dir: Path,
+                                                          tmp_path: Path) -> None:
+    from fuzzconv.errors import UsageError
+
+    def older_onnx(old: dict[str, Any]) -> dict[str, Any]:
+        old["versions"]["onnx"] = "0.0.1"
+        return old
+
+    out = tmp_path / "other-stack"
+    with pytest.raises(UsageError, match="other versions of onnx"):
+        _resume(study, store_dir, out, older_onnx)
+    assert json.loads((out / "study.json").read_text())["versions"]["onnx"] == "0.0.1"

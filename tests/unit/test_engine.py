@@ -70,7 +70,9 @@ def test_budget_holds(tmp_path):
     elapsed = time.monotonic() - t0
     assert result.stopped == "budget"
     assert 0 < result.evaluations <= 10
-    assert elapsed <= 1.0 * 1.05 + 0.05
+    # the evaluation running at the deadline is cut short, none starts after it; the slack is for
+    # a loaded machine (the evaluation count above is what catches a hunt that ignores the budget)
+    assert elapsed <= 1.0 + 0.1 + 0.4
 
 
 def test_same_seed_same_pipelines_and_findings(tmp_path):

@@ -33,7 +33,7 @@ from .evaluator import Evaluator, Outcome
 from .executor import BudgetExhausted, Executor
 from .oracle import Thresholds
 from .pipeline import Pipeline
-from .registry import fresh_registry
+from .registry import fresh_registry, plugin_sources
 from .session import check_store
 from .workers import WorkerPool
 from .zoo import get_model
@@ -71,9 +71,11 @@ class WorkerSetup:
         shared_dir: the directory whose ``cache/`` the actors share (the store or ``--cache``);
             actors keep their worker logs under ``logs/`` and plugin copies under ``plugins/``.
         source_cache: where the source models live (the driver's).
-        plugins: (file name, contents) of each plugin file; actors write them under
-            ``shared_dir/plugins`` so a node need not hold the driver's paths. The cache keys
-            use the contents, so the copies hit the driver's entries.
+        plugins: per plugin file, (file name, contents) of it and of the helper modules beside
+            it that it imports (:func:`~fuzzconv.registry.plugin_sources`); actors write each
+            group into one directory under ``shared_dir/plugins`` so a node need not hold the
+            driver's paths. The cache keys use the contents, so the copies hit the driver's
+            entries.
         corpus_digest: the driver's corpus; an actor whose ``select(images_dir, limit)`` gives
             other images refuses to start.
     """
@@ -84,7 +86,7 @@ class WorkerSetup:
     limit: int
     corpus_digest: str
     thresholds: dict[str, float]
-    plugins: tuple[tuple[str, bytes], ...]
+    plugins: tuple[tuple[tuple[str, bytes], ...], ...]
     shared_dir: str
     source_cache: str
     weights: str
@@ -96,7 +98,8 @@ class WorkerSetup:
     def of(cls, ex: Executor, model: str, device: str, images_dir: str | None, limit: int,
            corpus: Any, thresholds: dict[str, float], shared_dir: Path) -> "WorkerSetup":
         """The setup that mirrors the driver's executor ``ex`` and its corpus."""
-        plugins = tuple((Path(f).name, Path(f).read_bytes()) for f in ex.registry.plugin_files)
+        plugins = tuple(tuple((s.name, s.read_bytes()) for s in plugin_sources(f))
+                        for f in ex.registry.plugin_files)
         return cls(model=model, device=device, images_dir=images_dir, limit=limit,
                    corpus_digest=corpus.digest, thresholds=dict(thresholds), plugins=plugins,
                    shared_dir=str(Path(shared_dir).resolve()),
@@ -104,16 +107,20 @@ class WorkerSetup:
                    seed=ex.seed, timeouts=dict(ex.timeouts), batch_size=ex.batch_size)
 
 
-def _plugin_copy(where: Path, name: str, data: bytes) -> str:
-    """Write a plugin file under a directory named by its contents (atomically); its path."""
-    d = where / hashlib.sha256(data).hexdigest()[:16]
-    path = d / name
-    if not path.is_file():
-        d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f".{name}.{os.getpid()}"
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    return str(path)
+def _plugin_copy(where: Path, files: tuple[tuple[str, bytes], ...]) -> str:
+    """Write a plugin file and its helpers into a directory named by their contents (each file
+    atomically); the plugin file's path."""
+    h = hashlib.sha256()
+    for name, data in files:
+        h.update(name.encode() + b"\0" + data + b"\0")
+    d = where / h.hexdigest()[:16]
+    for name, data in files:
+        if not (d / name).is_file():
+            d.mkdir(parents=True, exist_ok=True)
+            tmp = d / f".{name}.{os.getpid()}"
+            tmp.write_bytes(data)
+            os.replace(tmp, d / name)
+    return str(d / files[0][0])
 
 
 class EvaluationWorker:
@@ -127,7 +134,7 @@ class EvaluationWorker:
         from .corpora import select
 
         shared = Path(setup.shared_dir)
-        plugins = tuple(_plugin_copy(shared / "plugins", n, d) for n, d in setup.plugins)
+        plugins = tuple(_plugin_copy(shared / "plugins", files) for files in setup.plugins)
         self.node = socket.gethostname()
         self.pool = WorkerPool(shared / "logs" / f"ray-{self.node}-{os.getpid()}", plugins)
         self.ex = Executor(shared, fresh_registry(plugins), self.pool, weights=setup.weights,

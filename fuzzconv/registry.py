@@ -11,6 +11,7 @@ Formats are the kinds of artifact a pipeline passes along: ``keras``, ``tflite``
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
 import importlib.util
@@ -199,6 +200,9 @@ class Registry:
         if str(path) in self.plugin_files:
             return
         mod_name = "fuzzconv_plugin_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+        # Its own modules import as they would for a script run from its directory.
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))
         spec = importlib.util.spec_from_file_location(mod_name, path)
         if spec is None or spec.loader is None:
             raise UsageError(f"cannot load plugin file {path}")
@@ -221,7 +225,41 @@ class Registry:
         op = self.ops.get(name)
         if op is None or op.source_file is None:
             return None
-        return hashlib.sha256(Path(op.source_file).read_bytes()).hexdigest()[:16]
+        h = hashlib.sha256()
+        for f in plugin_sources(op.source_file):  # a helper module it imports counts too
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+        return h.hexdigest()[:16]
+
+
+def plugin_sources(path: str | Path) -> list[Path]:
+    """A plugin file and the modules beside it that it imports, directly or through each other.
+
+    A plugin may keep helpers in ``name.py`` files in its own directory and import them by name;
+    these travel with it to Ray nodes and into bug bundles, and their contents are part of its
+    cache key. Packages (directories) and modules found elsewhere do not count: they must be
+    installed where the plugin runs. Imports are read from the source (nothing is run), so an
+    import made by building the module name at run time is not seen.
+    """
+    path = Path(path).resolve()
+    found, todo = [path], [path]
+    while todo:
+        try:
+            tree = ast.parse(todo.pop().read_bytes())
+        except (OSError, SyntaxError, ValueError):
+            continue  # loading it says what is wrong
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                helper = path.parent / f"{name.partition('.')[0]}.py"
+                if helper.is_file() and helper not in found:
+                    found.append(helper)
+                    todo.append(helper)
+    return found
 
 
 class _Current:

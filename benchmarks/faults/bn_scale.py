@@ -5,13 +5,9 @@ After conversion a Keras BatchNormalization that is not folded into the convolut
 multiply's constant is scaled — the kind of error an epsilon or a folding mistake leaves behind.
 """
 
-import sys
-from pathlib import Path
+from _graph import constant, first, per_channel_mul, set_own_input
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _graph import constant, first, per_channel_mul, set_own_input  # noqa: E402
-
-from fuzzconv.plugins import onnx_transform  # noqa: E402
+from fuzzconv.plugins import onnx_transform
 
 GROUND_TRUTH = {
     "fault": "batch-norm scale constant changed",

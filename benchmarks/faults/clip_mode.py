@@ -5,13 +5,9 @@ lowers the upper bound of the first ``Clip`` (a ReLU6) from 6 to 1 — the bug o
 code path that only one option reaches. The shrinker must keep ``mode=approx`` and nothing else.
 """
 
-import sys
-from pathlib import Path
+from _graph import constant, first, set_own_input
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _graph import constant, first, set_own_input  # noqa: E402
-
-from fuzzconv.plugins import onnx_transform  # noqa: E402
+from fuzzconv.plugins import onnx_transform
 
 GROUND_TRUTH = {
     "fault": "fires only at one parameter value",

@@ -5,13 +5,9 @@ the output keeps its shape, so nothing downstream notices, but every value is ta
 and left of where it should be — the bug of a converter that mistranslates SAME padding.
 """
 
-import sys
-from pathlib import Path
+from _graph import attr, first, is_conv, set_attr
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _graph import attr, first, is_conv, set_attr  # noqa: E402
-
-from fuzzconv.plugins import onnx_transform  # noqa: E402
+from fuzzconv.plugins import onnx_transform
 
 GROUND_TRUTH = {
     "fault": "padding changed on one convolution",

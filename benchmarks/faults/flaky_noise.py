@@ -5,13 +5,9 @@ makes a different model and each cold re-run flips a different set of images —
 that reads uninitialised memory.
 """
 
-import sys
-from pathlib import Path
+from _graph import classifier, constant, set_own_input
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _graph import classifier, constant, set_own_input  # noqa: E402
-
-from fuzzconv.plugins import onnx_transform  # noqa: E402
+from fuzzconv.plugins import onnx_transform
 
 GROUND_TRUTH = {
     "fault": "nondeterministic",

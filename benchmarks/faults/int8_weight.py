@@ -4,13 +4,9 @@ With ``round_int8`` set, the largest convolution weight is quantised per tensor,
 int8 and back — what a converter does when it quantises a layer it was told to keep in float.
 """
 
-import sys
-from pathlib import Path
+from _graph import conv_weight, is_conv, set_own_input
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _graph import conv_weight, is_conv, set_own_input  # noqa: E402
-
-from fuzzconv.plugins import onnx_transform  # noqa: E402
+from fuzzconv.plugins import onnx_transform
 
 GROUND_TRUTH = {
     "fault": "one weight tensor rounded through int8",

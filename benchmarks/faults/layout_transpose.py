@@ -6,13 +6,9 @@ model runs — the bug of a layout pass that inserts a transpose for the wrong l
 takes over the Conv's output name, so the Conv's output (as a consumer sees it) is what changed.
 """
 
-import sys
-from pathlib import Path
+from _graph import attr, first, is_conv
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _graph import attr, first, is_conv  # noqa: E402
-
-from fuzzconv.plugins import onnx_transform  # noqa: E402
+from fuzzconv.plugins import onnx_transform
 
 GROUND_TRUTH = {
     "fault": "layout transposition slipped onto one tensor",

@@ -7,13 +7,9 @@ convolution kernel — the bug of a pass that only runs right on the form a late
 The minimal pipeline must keep both the pass and the transform, after one another.
 """
 
-import sys
-from pathlib import Path
+from _graph import attr, first, is_conv
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _graph import attr, first, is_conv  # noqa: E402
-
-from fuzzconv.plugins import tvm_transform  # noqa: E402
+from fuzzconv.plugins import tvm_transform
 
 GROUND_TRUTH = {
     "fault": "fires only after a particular TVM pass",

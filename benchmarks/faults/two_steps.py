@@ -6,13 +6,9 @@ alone changes nothing, so the minimal pipeline must keep both, and the culprit â
 output first differs â€” is ``fault.fire``.
 """
 
-import sys
-from pathlib import Path
+from _graph import conv_weight, first, is_conv, set_own_input
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _graph import conv_weight, first, is_conv, set_own_input  # noqa: E402
-
-from fuzzconv.plugins import onnx_transform  # noqa: E402
+from fuzzconv.plugins import onnx_transform
 
 GROUND_TRUTH = {
     "fault": "needs two steps together",

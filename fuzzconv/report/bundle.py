@@ -61,7 +61,7 @@ from ..errors import UsageError
 from ..executor import Evaluation, Executor
 from ..oracle import Thresholds, top_k
 from ..pipeline import Pipeline, Step
-from ..registry import ARTIFACT_FILE, Operation
+from ..registry import ARTIFACT_FILE, Operation, plugin_sources
 from ..findings import finding_session
 from ..store import Store
 from ..versions import stack_versions
@@ -530,6 +530,7 @@ fuzzconv.plugins (under an empty fuzzconv package) before importing the plugin f
 import importlib.util
 import sys
 import types
+from pathlib import Path
 
 STEPS = {}
 
@@ -560,6 +561,9 @@ def load(path, name):
     package = sys.modules.setdefault("fuzzconv", types.ModuleType("fuzzconv"))
     package.__path__ = getattr(package, "__path__", [])
     package.plugins = sys.modules["fuzzconv.plugins"] = sys.modules[__name__]
+    here = str(Path(path).resolve().parent)  # the modules of its own it imports sit beside it
+    if here not in sys.path:
+        sys.path.insert(0, here)
     spec = importlib.util.spec_from_file_location("bundled_plugin", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -1229,7 +1233,8 @@ def _assemble(out: _OutDir, case: _Case, variant: _Variant, verify: bool,
     plugin = "None"
     if case.op.is_plugin:
         name = Path(case.op.source_file or "plugin.py").name
-        out.copy(Path(case.op.source_file or ""), f"plugin/{name}")
+        for source in plugin_sources(case.op.source_file or ""):  # with the helpers it imports
+            out.copy(source, f"plugin/{source.name}")
         out.write_text("fuzzconv_plugins_shim.py", PLUGIN_SHIM)
         plugin = f"HERE / 'plugin' / {name!r}"
     packages = _packages(case, variant)
@@ -1456,8 +1461,11 @@ def _contents(case: _Case, variant: _Variant) -> list[str]:
          "stores them"]
     if case.op.is_plugin:
         name = Path(case.op.source_file or "").name
+        helpers = [f"`plugin/{h.name}`" for h in plugin_sources(case.op.source_file or "")[1:]]
         L.append(f"- `plugin/{name}` — the plugin file that defines `{case.op.name}`, as it was "
-                 "loaded. It imports `fuzzconv.plugins`; `fuzzconv_plugins_shim.py` stands in "
+                 "loaded" + (f", beside the modules of its own it imports ({', '.join(helpers)})"
+                             if helpers else "") +
+                 ". It imports `fuzzconv.plugins`; `fuzzconv_plugins_shim.py` stands in "
                  "for it (its decorators only remember each function under its step name), so "
                  "`repro.py` imports the plugin without fuzzconv.")
     return L

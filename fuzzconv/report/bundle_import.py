@@ -448,8 +448,9 @@ def _run(source: Path, root: Path, trust_plugin: bool, say: Callable[[str], None
     say("checking the bundle")
     checked = check_bundle(root)
     if checked.plugin_files and not trust_plugin:
-        shown = checked.plugin_files[0] + (f" (and {len(checked.plugin_files) - 1} more code "
-                                           "files)" if len(checked.plugin_files) > 1 else "")
+        files = checked.plugin_files
+        shown = ", ".join(files[:4]) + (f" (and {len(files) - 4} more code files)"
+                                        if len(files) > 4 else "")
         raise UsageError(f"the bundle carries plugin code that repro.py would run: {shown}; read "
                          "it, then pass --trust-plugin to run it")
     say(f"running the bundle's repro.py (finding {checked.finding})")

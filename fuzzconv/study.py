@@ -581,6 +581,8 @@ def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = 
                                "load_average_start": earlier["machine"]["load_average_start"]}
         cells: list[Cell] = []
         todo = [(m, c, d) for m in names for c in configs for d in wanted]
+        # Without a terminal the bar is not drawn: a line per configuration shows the way instead.
+        log_lines = show_progress and not console.is_terminal
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, disable=not show_progress,
                       transient=False) as progress:
@@ -591,6 +593,8 @@ def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = 
                     cells += [Cell.from_dict(c) for c in earlier["cells"] if c["model"] == model]
                     head["model_seconds"][model] = earlier["model_seconds"][model]
                     progress.advance(task, len(configs) * len(wanted))
+                    if log_lines:
+                        console.print(f"{model}: kept from {out / 'study.json'}")
                 else:
                     tm = time.perf_counter()
                     for cfg in configs:
@@ -598,6 +602,10 @@ def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = 
                             progress.update(task, description=f"{model} {cfg.key} @{device}")
                             cells.append(_cell(runner, model, cfg, device, present, plan))
                             progress.advance(task)
+                            if log_lines:
+                                c = cells[-1]
+                                console.print(f"{model} {cfg.key} @{device}: {c.status}"
+                                              + (f" ({c.seconds:.0f} s)" if c.seconds else ""))
                     head["model_seconds"][model] = round(time.perf_counter() - tm, 1)
                 head["settings"]["models"].append(model)
                 # Written after every model, so a long study that is stopped keeps what it did

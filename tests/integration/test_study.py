@@ -8,12 +8,14 @@ cached outputs through the ``executor`` fixture, which must find every output in
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from tests.conftest import needs
 
@@ -29,10 +31,12 @@ def study(store_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     from fuzzconv.study import run_study
 
     out = tmp_path_factory.mktemp("study")
+    log = io.StringIO()  # not a terminal, as in a batch job's log
     # The shipped photographs: the default corpus would first generate its synthetic images.
     result = run_study(models="tiny_keras", images=_images(), devices="cpu,cuda",
-                       repeats=REPEATS, out=out, limit=LIMIT, store=store_dir, show_progress=False)
-    result["_out"] = out
+                       repeats=REPEATS, out=out, limit=LIMIT, store=store_dir,
+                       console=Console(file=log, width=200))
+    result["_out"], result["_log"] = out, log.getvalue()
     return result
 
 
@@ -190,8 +194,19 @@ def _resume(study: dict[str, Any], store_dir: Path, out: Path, edit: Any = None)
     out.mkdir()
     old = json.loads((study["_out"] / "study.json").read_text())
     (out / "study.json").write_text(json.dumps(edit(old) if edit else old))
-    return run_study(models="tiny_keras", images=_images(), devices="cpu,cuda", repeats=REPEATS,
-                     out=out, limit=LIMIT, store=store_dir, show_progress=False, resume=True)
+    log = io.StringIO()
+    result = run_study(models="tiny_keras", images=_images(), devices="cpu,cuda",
+                       repeats=REPEATS, out=out, limit=LIMIT, store=store_dir,
+                       console=Console(file=log, width=200), resume=True)
+    result["_log"] = log.getvalue()
+    return result
+
+
+def test_without_a_terminal_each_configuration_gets_a_line(study: dict[str, Any]) -> None:
+    lines = study["_log"].splitlines()
+    for cell in study["cells"]:
+        start = f"tiny_keras {cell['config']} @{cell['device']}: {cell['status']}"
+        assert sum(line.startswith(start) for line in lines) == 1, (start, study["_log"][-2000:])
 
 
 def test_resume_keeps_what_was_measured(study: dict[str, Any], store_dir: Path, tmp_path: Path) -> None:
@@ -205,6 +220,7 @@ def test_resume_keeps_what_was_measured(study: dict[str, Any], store_dir: Path, 
         assert (tmp_path / "resumed" / name).read_text() == (first / name).read_text()
     assert again["elapsed_seconds"] > study["elapsed_seconds"]
     assert "- resumed: tiny_keras" in (tmp_path / "resumed" / "study.md").read_text()
+    assert "tiny_keras: kept from" in again["_log"] and "@cpu" not in again["_log"]
 
 
 def test_resume_refuses_another_stack_and_leaves_the_study(study: dict[str, Any], store_dir: Path,

@@ -19,7 +19,6 @@ Ray is imported inside the functions that need it, never at module level: a hunt
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import time
@@ -33,7 +32,7 @@ from .evaluator import Evaluator, Outcome
 from .executor import BudgetExhausted, Executor
 from .oracle import Thresholds
 from .pipeline import Pipeline
-from .registry import fresh_registry, plugin_sources
+from .registry import fresh_registry, plugin_sources, sources_digest
 from .session import check_store
 from .workers import WorkerPool
 from .zoo import get_model
@@ -110,10 +109,7 @@ class WorkerSetup:
 def _plugin_copy(where: Path, files: tuple[tuple[str, bytes], ...]) -> str:
     """Write a plugin file and its helpers into a directory named by their contents (each file
     atomically); the plugin file's path."""
-    h = hashlib.sha256()
-    for name, data in files:
-        h.update(name.encode() + b"\0" + data + b"\0")
-    d = where / h.hexdigest()[:16]
+    d = where / sources_digest(files)
     for name, data in files:
         if not (d / name).is_file():
             d.mkdir(parents=True, exist_ok=True)

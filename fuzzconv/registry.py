@@ -19,7 +19,7 @@ import inspect
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from .errors import ChainError, UsageError
 
@@ -149,6 +149,7 @@ class Registry:
     def __init__(self) -> None:
         self.ops: dict[str, Operation] = {}
         self.plugin_files: list[str] = []
+        self._digests: dict[str, str] = {}  # plugin file -> digest of it and its helpers, as loaded
 
     def add(self, op: Operation) -> None:
         if op.src not in FORMATS or (op.dst is not None and op.dst not in FORMATS):
@@ -203,6 +204,7 @@ class Registry:
         # Its own modules import as they would for a script run from its directory.
         if str(path.parent) not in sys.path:
             sys.path.insert(0, str(path.parent))
+        digest = sources_digest((f.name, f.read_bytes()) for f in plugin_sources(path))
         spec = importlib.util.spec_from_file_location(mod_name, path)
         if spec is None or spec.loader is None:
             raise UsageError(f"cannot load plugin file {path}")
@@ -219,16 +221,24 @@ class Registry:
         finally:
             _CURRENT.reset(token)
         self.plugin_files.append(str(path))
+        self._digests[str(path)] = digest
 
     def plugin_digest(self, name: str) -> str | None:
-        """Content hash of the plugin file behind a step, so edited plugins do not hit stale cache."""
+        """Content hash of the plugin file behind a step and its helper modules, as they were when
+        loaded, so edited plugins do not hit stale cache."""
         op = self.ops.get(name)
         if op is None or op.source_file is None:
             return None
-        h = hashlib.sha256()
-        for f in plugin_sources(op.source_file):  # a helper module it imports counts too
-            h.update(f.name.encode() + b"\0" + f.read_bytes())
-        return h.hexdigest()[:16]
+        return self._digests.get(op.source_file)
+
+
+def sources_digest(files: Iterable[tuple[str, bytes]]) -> str:
+    """Content hash of a plugin file and the helper modules it imports: (file name, contents)
+    pairs, the plugin first (see :func:`plugin_sources`)."""
+    h = hashlib.sha256()
+    for name, data in files:
+        h.update(name.encode() + b"\0" + data + b"\0")
+    return h.hexdigest()[:16]
 
 
 def plugin_sources(path: str | Path) -> list[Path]:

@@ -1,6 +1,7 @@
 """Steps that use memory the way large converters do; the worker memory tests use them."""
 
 import time
+import weakref
 from pathlib import Path
 
 from fuzzconv.plugins import step
@@ -22,15 +23,30 @@ def hold(ctx, src: Path, dst: Path, mb: int = 10, fail: bool = False) -> None:
     dst.write_bytes(src.read_bytes())
 
 
+class _Node:
+    """One object of a garbage cycle; its finalizer counts it when the collector frees it."""
+
+
 @step("mem.cycles", src="onnx", dst="onnx", family="ort")
-def cycles(ctx, src: Path, dst: Path, rounds: int = 8, mb: int = 48, pause: float = 0.4) -> None:
+def cycles(ctx, src: Path, dst: Path, rounds: int = 8, mb: int = 48, patience: float = 10.0) -> None:
     """Leave ``rounds`` garbage reference cycles that each own ``mb`` MB: few objects, many bytes,
-    which is what deep-copying a graph with its weights leaves behind."""
-    for _ in range(rounds):
-        node: list = [_touched(mb)]
-        node.append(node)
+    which is what deep-copying a graph with its weights leaves behind.
+
+    After each new cycle the step waits (at most ``patience`` seconds) until every cycle but the
+    two newest has been freed, so how much piles up depends on whether anything collects them, not
+    on how promptly a loaded machine schedules the collector's thread. (Two, not one: the size the
+    collector measures right after a collection may already hold part of the next cycle, so two
+    40 MB cycles need not reach a 64 MB step.)"""
+    freed: list[int] = []
+    for i in range(rounds):
+        node = _Node()
+        node.data = _touched(mb)
+        node.self = node
+        weakref.finalize(node, freed.append, i)
         del node
-        time.sleep(pause)
+        deadline = time.monotonic() + patience
+        while len(freed) < i - 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
     dst.write_bytes(src.read_bytes())
 
 

@@ -75,6 +75,8 @@ class FakeExecutor:
     deadline: float | None = None
     listener: object = None
     calls: list[str] = field(default_factory=list)  # fresh evaluations, in order
+    # (monotonic start, deadline then in force) of every fresh evaluation
+    started: list[tuple[float, float | None]] = field(default_factory=list)
     classes: int = 10
     # faults whose flipped images change from one fresh evaluation to the next, as many each time
     drifting_faults: list[Fault] = field(default_factory=list)
@@ -105,6 +107,7 @@ class FakeExecutor:
         return ev
 
     def _evaluate(self, p: Pipeline, corpus: FakeCorpus) -> Evaluation:
+        self.started.append((time.monotonic(), self.deadline))
         if self.seconds_per_eval:
             left = None if self.deadline is None else self.deadline - time.monotonic()
             if left is not None and left < self.seconds_per_eval:

@@ -23,7 +23,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 from .cache import Cache
@@ -32,7 +32,7 @@ from .evaluator import Evaluator, Outcome
 from .executor import BudgetExhausted, Executor
 from .oracle import Thresholds
 from .pipeline import Pipeline
-from .registry import fresh_registry, plugin_sources, sources_digest
+from .registry import fresh_registry, plugin_files, sources_digest
 from .session import check_store
 from .workers import WorkerPool
 from .zoo import get_model
@@ -71,7 +71,7 @@ class WorkerSetup:
             actors keep their worker logs under ``logs/`` and plugin copies under ``plugins/``.
         source_cache: where the source models live (the driver's).
         plugins: per plugin file, (file name, contents) of it and of the helper modules beside
-            it that it imports (:func:`~fuzzconv.registry.plugin_sources`); actors write each
+            it that it imports (:func:`~fuzzconv.registry.plugin_files`); actors write each
             group into one directory under ``shared_dir/plugins`` so a node need not hold the
             driver's paths. The cache keys use the contents, so the copies hit the driver's
             entries.
@@ -97,7 +97,7 @@ class WorkerSetup:
     def of(cls, ex: Executor, model: str, device: str, images_dir: str | None, limit: int,
            corpus: Any, thresholds: dict[str, float], shared_dir: Path) -> "WorkerSetup":
         """The setup that mirrors the driver's executor ``ex`` and its corpus."""
-        plugins = tuple(tuple((s.name, s.read_bytes()) for s in plugin_sources(f))
+        plugins = tuple(tuple((name, s.read_bytes()) for name, s in plugin_files(f))
                         for f in ex.registry.plugin_files)
         return cls(model=model, device=device, images_dir=images_dir, limit=limit,
                    corpus_digest=corpus.digest, thresholds=dict(thresholds), plugins=plugins,
@@ -108,14 +108,17 @@ class WorkerSetup:
 
 def _plugin_copy(where: Path, files: tuple[tuple[str, bytes], ...]) -> str:
     """Write a plugin file and its helpers into a directory named by their contents (each file
-    atomically); the plugin file's path."""
+    atomically, packages in their own directories); the plugin file's path."""
     d = where / sources_digest(files)
     for name, data in files:
-        if not (d / name).is_file():
-            d.mkdir(parents=True, exist_ok=True)
-            tmp = d / f".{name}.{os.getpid()}"
+        target = d / name
+        if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
+            raise ValueError(f"a plugin's file must lie beside it, not at {name!r}")
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}")
             tmp.write_bytes(data)
-            os.replace(tmp, d / name)
+            os.replace(tmp, target)
     return str(d / files[0][0])
 
 

@@ -204,7 +204,7 @@ class Registry:
         # Its own modules import as they would for a script run from its directory.
         if str(path.parent) not in sys.path:
             sys.path.insert(0, str(path.parent))
-        digest = sources_digest((f.name, f.read_bytes()) for f in plugin_sources(path))
+        digest = sources_digest((name, f.read_bytes()) for name, f in plugin_files(path))
         spec = importlib.util.spec_from_file_location(mod_name, path)
         if spec is None or spec.loader is None:
             raise UsageError(f"cannot load plugin file {path}")
@@ -233,25 +233,36 @@ class Registry:
 
 
 def sources_digest(files: Iterable[tuple[str, bytes]]) -> str:
-    """Content hash of a plugin file and the helper modules it imports: (file name, contents)
-    pairs, the plugin first (see :func:`plugin_sources`)."""
+    """Content hash of a plugin file and the helper code it imports: (name relative to the
+    plugin's directory, contents) pairs, the plugin first (see :func:`plugin_files`)."""
     h = hashlib.sha256()
     for name, data in files:
         h.update(name.encode() + b"\0" + data + b"\0")
     return h.hexdigest()[:16]
 
 
-def plugin_sources(path: str | Path) -> list[Path]:
-    """A plugin file and the modules beside it that it imports, directly or through each other.
+def plugin_files(path: str | Path) -> list[tuple[str, Path]]:
+    """A plugin file and the code beside it that it imports, directly or through each other, as
+    (name relative to the plugin's directory, path) pairs, the plugin first.
 
-    A plugin may keep helpers in ``name.py`` files in its own directory and import them by name;
-    these travel with it to Ray nodes and into bug bundles, and their contents are part of its
-    cache key. Packages (directories) and modules found elsewhere do not count: they must be
-    installed where the plugin runs. Imports are read from the source (nothing is run), so an
-    import made by building the module name at run time is not seen.
+    A plugin may keep helpers in its own directory and import them by name: ``name.py`` modules,
+    and packages (``name/`` directories), which count whole: every ``.py`` file below them, since
+    their modules import each other relatively. These travel with it to Ray nodes and into bug
+    bundles, and their contents are part of its cache key. Other files in a package (data) and
+    modules found elsewhere do not count: they must be where the plugin runs. Imports are read
+    from the source (nothing is run), so an import made by building the module name at run time
+    is not seen.
     """
     path = Path(path).resolve()
-    found, todo = [path], [path]
+    home = path.parent
+    found: dict[Path, str] = {path: path.name}
+    todo = [path]
+
+    def add(source: Path) -> None:
+        if source not in found:
+            found[source] = source.relative_to(home).as_posix()
+            todo.append(source)
+
     while todo:
         try:
             tree = ast.parse(todo.pop().read_bytes())
@@ -263,13 +274,20 @@ def plugin_sources(path: str | Path) -> list[Path]:
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names = [node.module]
             else:
-                continue
+                continue  # relative imports stay inside a package, which is carried whole
             for name in names:
-                helper = path.parent / f"{name.partition('.')[0]}.py"
-                if helper.is_file() and helper not in found:
-                    found.append(helper)
-                    todo.append(helper)
-    return found
+                top = name.partition(".")[0]
+                # as Python finds it: a package with __init__.py, a module, a namespace package
+                package = (home / top / "__init__.py").is_file()
+                if not package and (home / f"{top}.py").is_file():
+                    add(home / f"{top}.py")
+                elif (home / top).is_dir():
+                    for source in sorted((home / top).rglob("*.py")):
+                        rel = source.relative_to(home).parts
+                        if source.is_file() and not any(part.startswith(".") or part == "__pycache__"
+                                                         for part in rel):
+                            add(source)
+    return [(name, source) for source, name in found.items()]
 
 
 class _Current:

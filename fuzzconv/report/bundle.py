@@ -61,7 +61,7 @@ from ..errors import UsageError
 from ..executor import Evaluation, Executor
 from ..oracle import Thresholds, top_k
 from ..pipeline import Pipeline, Step
-from ..registry import ARTIFACT_FILE, Operation, plugin_sources
+from ..registry import ARTIFACT_FILE, Operation, plugin_files
 from ..findings import finding_session
 from ..store import Store
 from ..versions import stack_versions
@@ -1233,8 +1233,8 @@ def _assemble(out: _OutDir, case: _Case, variant: _Variant, verify: bool,
     plugin = "None"
     if case.op.is_plugin:
         name = Path(case.op.source_file or "plugin.py").name
-        for source in plugin_sources(case.op.source_file or ""):  # with the helpers it imports
-            out.copy(source, f"plugin/{source.name}")
+        for rel, source in plugin_files(case.op.source_file or ""):  # with the helpers it imports
+            out.copy(source, f"plugin/{rel}")
         out.write_text("fuzzconv_plugins_shim.py", PLUGIN_SHIM)
         plugin = f"HERE / 'plugin' / {name!r}"
     packages = _packages(case, variant)
@@ -1461,7 +1461,7 @@ def _contents(case: _Case, variant: _Variant) -> list[str]:
          "stores them"]
     if case.op.is_plugin:
         name = Path(case.op.source_file or "").name
-        helpers = [f"`plugin/{h.name}`" for h in plugin_sources(case.op.source_file or "")[1:]]
+        helpers = [f"`plugin/{rel}`" for rel, _ in plugin_files(case.op.source_file or "")[1:]]
         L.append(f"- `plugin/{name}` — the plugin file that defines `{case.op.name}`, as it was "
                  "loaded" + (f", beside the modules of its own it imports ({', '.join(helpers)})"
                              if helpers else "") +

@@ -111,7 +111,8 @@ def test_bundle_layout(bundle: Path, hunted: tuple[Path, dict[str, Any]]) -> Non
     names = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
     assert {"README.md", "repro.py", "inputs.npy", "expected.npy", "actual.npy", "finding.json",
             "pipeline.json", "fuzzconv_plugins_shim.py", "plugin/fault_plugin.py",
-            "plugin/fault_noise.py"} <= names  # with the helper module the plugin imports
+            "plugin/fault_noise.py", "plugin/fault_rng/__init__.py", "plugin/fault_rng/seeds.py",
+            } <= names  # with the helper module the plugin imports, and the package it imports
     # The culprit takes ONNX and the finding has a reduced subgraph: that is what is bundled.
     assert finding["reduced_model"] and "input/reduced.onnx" in names
     repro = (bundle / "repro.py").read_text()
@@ -293,7 +294,8 @@ def test_a_received_bundle_runs_its_plugin_only_when_trusted(
     assert trusted.exit_code == 1, trusted.output
     result = json.loads(trusted.stdout)
     assert result["id"] == finding["id"] and result["reproduced"] is True
-    assert result["plugin_files"] == ["plugin/fault_noise.py", "plugin/fault_plugin.py"]
+    assert result["plugin_files"] == ["plugin/fault_noise.py", "plugin/fault_plugin.py",
+                                      "plugin/fault_rng/__init__.py", "plugin/fault_rng/seeds.py"]
     assert result["output"].strip().splitlines()[-1] == "REPRODUCED"
 
 

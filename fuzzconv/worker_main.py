@@ -45,6 +45,24 @@ def resident_bytes(pid: int | str = "self") -> int | None:
         return None
 
 
+def peak_resident_bytes() -> int | None:
+    """This process's largest resident size so far (the kernel's ``VmHWM``), or None without
+    ``/proc``.
+
+    Not ``getrusage``'s ``ru_maxrss``: Linux carries that across ``exec`` from the forked copy of
+    the parent, so a worker started by a 600 MB orchestrator would report a 600 MB peak while it
+    never held more than 35 MB.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 class Collector:
     """A daemon thread that runs :func:`gc.collect` when this process has grown by ``step``
     bytes since the last collection (or since its smallest size after one).
@@ -119,14 +137,7 @@ class Server:
 
     def op_memory(self) -> dict[str, Any]:
         """This process's resident size now and at its peak, and the collector's collections."""
-        peak = None
-        try:
-            import resource
-
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        except (ImportError, OSError):
-            pass
-        return {"rss": resident_bytes(), "peak_rss": peak,
+        return {"rss": resident_bytes(), "peak_rss": peak_resident_bytes(),
                 "collections": self.collector.collections if self.collector else 0}
 
     def op_build(self, model: dict[str, Any], weights: str, seed: int, dst: str,

@@ -97,6 +97,22 @@ def test_byte_heavy_garbage_cycles_are_collected_during_a_step(tmp_path, gc_mb, 
         assert growth > 370 * MB
 
 
+def test_a_worker_reports_its_own_peak_not_its_parents(tmp_path):
+    # Linux keeps getrusage's peak across exec from the forked copy of the parent: a worker
+    # started by a large orchestrator must not report the orchestrator's size as its own
+    ballast = bytearray(b"\x01") * (400 * MB)
+    w = Worker("ort", tmp_path / "logs", (PLUGIN,), max_rss=0)
+    try:
+        bare = w.request({"op": "memory"})
+        _step(w, "mem.hold", tmp_path, mb=100)
+        held = w.request({"op": "memory"})
+    finally:
+        w.close()
+        del ballast
+    assert bare["peak_rss"] < bare["rss"] + 50 * MB
+    assert 90 * MB < held["peak_rss"] - bare["rss"] < 150 * MB
+
+
 @pytest.mark.parametrize("gc_mb,released", [("512", True), ("0", False)])
 def test_freed_heap_goes_back_to_the_system_after_a_request(tmp_path, gc_mb, released):
     w = Worker("ort", tmp_path / "logs", (PLUGIN,), env={"FUZZCONV_WORKER_GC_MB": gc_mb}, max_rss=0)

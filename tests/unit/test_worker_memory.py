@@ -36,6 +36,18 @@ def _step(worker: Worker, name: str, tmp_path: Path, **params):
     return worker.request(_msg(name, tmp_path, **params), timeout=60)
 
 
+def _measured(tmp_path: Path, name: str, gc_mb: str | None = None, **params) -> tuple[dict, dict]:
+    """The memory report of a fresh ORT worker before and after one step."""
+    env = None if gc_mb is None else {"FUZZCONV_WORKER_GC_MB": gc_mb}
+    w = Worker("ort", tmp_path / "logs", (PLUGIN,), env=env, max_rss=0)
+    try:
+        before = w.request({"op": "memory"})
+        _step(w, name, tmp_path, **params)
+        return before, w.request({"op": "memory"})
+    finally:
+        w.close()
+
+
 @pytest.fixture
 def worker(tmp_path):
     w = Worker("ort", tmp_path / "logs", (PLUGIN,), max_rss=0)
@@ -77,15 +89,10 @@ def test_no_limit_never_recycles(worker, tmp_path):
 
 @pytest.mark.parametrize("gc_mb,collected", [("64", True), ("0", False)])
 def test_byte_heavy_garbage_cycles_are_collected_during_a_step(tmp_path, gc_mb, collected):
-    w = Worker("ort", tmp_path / "logs", (PLUGIN,), env={"FUZZCONV_WORKER_GC_MB": gc_mb}, max_rss=0)
-    try:
-        before = w.request({"op": "memory"})
-        # the step waits for each cycle but the two newest to be freed, up to 10 s each when a
-        # collector runs (it frees them within a few of its 0.25 s looks) and 0.3 s when none does
-        _step(w, "mem.cycles", tmp_path, rounds=10, mb=40, patience=10.0 if collected else 0.3)
-        after = w.request({"op": "memory"})
-    finally:
-        w.close()
+    # the step waits for each cycle but the two newest to be freed, up to 10 s each when a
+    # collector runs (it frees them within a few of its 0.25 s looks) and 0.3 s when none does
+    before, after = _measured(tmp_path, "mem.cycles", gc_mb, rounds=10, mb=40,
+                              patience=10.0 if collected else 0.3)
     growth = after["peak_rss"] - before["rss"]
     # 10 cycles of 40 MB: 400 MB if nothing collects them before the step ends; collected, at most
     # three are alive at once (120 MB), and 220 MB leaves room for the interpreter's own use
@@ -101,13 +108,9 @@ def test_a_worker_reports_its_own_peak_not_its_parents(tmp_path):
     # Linux keeps getrusage's peak across exec from the forked copy of the parent: a worker
     # started by a large orchestrator must not report the orchestrator's size as its own
     ballast = bytearray(b"\x01") * (400 * MB)
-    w = Worker("ort", tmp_path / "logs", (PLUGIN,), max_rss=0)
     try:
-        bare = w.request({"op": "memory"})
-        _step(w, "mem.hold", tmp_path, mb=100)
-        held = w.request({"op": "memory"})
+        bare, held = _measured(tmp_path, "mem.hold", mb=100)
     finally:
-        w.close()
         del ballast
     assert bare["peak_rss"] < bare["rss"] + 50 * MB
     assert 90 * MB < held["peak_rss"] - bare["rss"] < 150 * MB
@@ -115,13 +118,7 @@ def test_a_worker_reports_its_own_peak_not_its_parents(tmp_path):
 
 @pytest.mark.parametrize("gc_mb,released", [("512", True), ("0", False)])
 def test_freed_heap_goes_back_to_the_system_after_a_request(tmp_path, gc_mb, released):
-    w = Worker("ort", tmp_path / "logs", (PLUGIN,), env={"FUZZCONV_WORKER_GC_MB": gc_mb}, max_rss=0)
-    try:
-        before = w.request({"op": "memory"})
-        _step(w, "mem.fragment", tmp_path, mb=200)
-        after = w.request({"op": "memory"})
-    finally:
-        w.close()
+    before, after = _measured(tmp_path, "mem.fragment", gc_mb, mb=200)
     assert after["peak_rss"] - before["rss"] > 180 * MB  # the step did hold it
     kept = after["rss"] - before["rss"]
     assert (kept < 60 * MB) if released else (kept > 150 * MB)

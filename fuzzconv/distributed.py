@@ -70,11 +70,11 @@ class WorkerSetup:
         shared_dir: the directory whose ``cache/`` the actors share (the store or ``--cache``);
             actors keep their worker logs under ``logs/`` and plugin copies under ``plugins/``.
         source_cache: where the source models live (the driver's).
-        plugins: per plugin file, (file name, contents) of it and of the helper modules beside
-            it that it imports (:func:`~fuzzconv.registry.plugin_files`); actors write each
-            group into one directory under ``shared_dir/plugins`` so a node need not hold the
-            driver's paths. The cache keys use the contents, so the copies hit the driver's
-            entries.
+        plugins: per plugin file, (name relative to its directory, contents) of it and of the
+            helper modules and packages beside it that it imports
+            (:func:`~fuzzconv.registry.plugin_files`); actors write each group into one directory
+            under ``shared_dir/plugins`` so a node need not hold the driver's paths. The cache
+            keys use the contents, so the copies hit the driver's entries.
         corpus_digest: the driver's corpus; an actor whose ``select(images_dir, limit)`` gives
             other images refuses to start.
     """
@@ -109,11 +109,12 @@ class WorkerSetup:
 def _plugin_copy(where: Path, files: tuple[tuple[str, bytes], ...]) -> str:
     """Write a plugin file and its helpers into a directory named by their contents (each file
     atomically, packages in their own directories); the plugin file's path."""
+    for name, _ in files:
+        if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
+            raise ValueError(f"a plugin's file must lie beside it, not at {name!r}")
     d = where / sources_digest(files)
     for name, data in files:
         target = d / name
-        if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
-            raise ValueError(f"a plugin's file must lie beside it, not at {name!r}")
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.{os.getpid()}")

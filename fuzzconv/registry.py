@@ -257,6 +257,7 @@ def plugin_files(path: str | Path) -> list[tuple[str, Path]]:
     home = path.parent
     found: dict[Path, str] = {path: path.name}
     todo = [path]
+    looked: set[str] = set()  # top-level names already resolved (a package is globbed once)
 
     def add(source: Path) -> None:
         if source not in found:
@@ -277,6 +278,9 @@ def plugin_files(path: str | Path) -> list[tuple[str, Path]]:
                 continue  # relative imports stay inside a package, which is carried whole
             for name in names:
                 top = name.partition(".")[0]
+                if top in looked:
+                    continue
+                looked.add(top)
                 # as Python finds it: a package with __init__.py, a module, a namespace package
                 package = (home / top / "__init__.py").is_file()
                 if not package and (home / f"{top}.py").is_file():

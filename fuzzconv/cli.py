@@ -315,7 +315,8 @@ def reports(
     json_: JsonOpt = False,
 ) -> None:
     """List findings, one row per bucket (same culprit step, parameters and symptom), worst first."""
-    from .store import STATUSES, SYMPTOMS
+    from .oracle import SYMPTOMS
+    from .store import STATUSES
 
     if status is not None and status not in STATUSES:
         raise UsageError(f"unknown status {status!r} (known: {', '.join(STATUSES)})")

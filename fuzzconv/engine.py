@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator
 
 from .errors import UsageError
 from .evaluator import Evaluator, Outcome
+from .campaign import HuntConfig, bucket_of
 from .executor import BudgetExhausted, Executor
 from .oracle import Thresholds
 from .pipeline import Pipeline, Step
@@ -45,29 +46,6 @@ from .strategies import Atom, Space, seeded_chooser
 from .versions import stack_versions
 
 PHASES = ("replay", "coverage", "mutate")
-
-
-@dataclass
-class HuntConfig:
-    """What a hunt does. Stored with the campaign so ``--resume`` continues the same search."""
-
-    model: str
-    seed: int = 0
-    budget_s: float = 900.0
-    max_evals: int | None = None
-    focus: str | None = None
-    device: str = "cpu"
-    max_chain: int = 3
-    max_optional: int = 3
-    images: int = 0
-    images_dir: str | None = None
-    weights: str = "calibrated"
-    shrink: bool = True
-    localize: bool = True
-    thresholds: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 @dataclass
@@ -586,14 +564,6 @@ class Hunt:
         return finding["id"]
 
 
-def bucket_of(finding: dict[str, Any]) -> str:
-    """Findings with the same culprit step, parameters and symptom share a bucket, across models
-    and campaigns; without a culprit, the signature alone."""
-    c = finding.get("culprit")
-    key = [finding["symptom"], c["step"], c["params"]] if c else [finding["signature"]]
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def _atoms_of(p: Pipeline) -> set[Atom]:
     out = set()
     for s in (*p.steps, p.runtime):
@@ -605,21 +575,3 @@ def _atoms_of(p: Pipeline) -> set[Atom]:
 
 def _chain_key(p: Pipeline, reg: Any) -> tuple[str, ...]:
     return tuple(s.name for s in p.steps if not reg.get(s.name).optional)
-
-
-def parse_budget(text: str) -> float:
-    """``15m``, ``90s``, ``1h30m``, ``2h`` or plain seconds → seconds."""
-    import re
-
-    t = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", t):
-        secs = float(t)
-    else:
-        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?", t)
-        if not parts or not any(parts.groups()):
-            raise UsageError(f"bad budget {text!r}: use e.g. 90s, 15m, 1h30m")
-        h, m, s = (float(x) if x else 0.0 for x in parts.groups())
-        secs = h * 3600 + m * 60 + s
-    if secs <= 0:
-        raise UsageError(f"bad budget {text!r}: it must be positive")
-    return secs

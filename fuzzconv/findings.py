@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .engine import HuntConfig, bucket_of
+from .campaign import HuntConfig, bucket_of
 from .errors import UsageError
 from .evaluator import Evaluator
 from .oracle import Thresholds

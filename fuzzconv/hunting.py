@@ -13,7 +13,8 @@ from rich.live import Live
 from rich.table import Table
 
 from .distributed import RayJudge, WorkerSetup, use_cache_dir
-from .engine import Hunt, HuntConfig, HuntResult, parse_budget
+from .campaign import HuntConfig, parse_budget
+from .engine import Hunt, HuntResult
 from .errors import UsageError
 from .session import open_session
 from .store import Store

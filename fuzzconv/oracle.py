@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .store import SYMPTOMS  # noqa: F401 - defined with the store, whose listings filter on it
+#: Every symptom a run can show, in the order listings present them.
+SYMPTOMS = ("label_flip", "numeric", "crash", "timeout", "nan", "slowdown")
 
 
 @dataclass(frozen=True)

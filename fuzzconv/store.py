@@ -66,7 +66,6 @@ CREATE INDEX IF NOT EXISTS findings_triage ON findings(bucket, status, flip_rate
 """
 
 STATUSES = ("new", "confirmed", "fixed", "flaky")
-SYMPTOMS = ("label_flip", "numeric", "crash", "timeout", "nan", "slowdown")
 # A bucket is as alive as its most alive finding: its status is the first of these that it holds.
 _ALIVE = ("confirmed", "new", "flaky", "fixed")
 _RANK = "CASE status " + " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(_ALIVE)) + " END"

@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from fuzzconv.corpora import select  # noqa: E402
-from fuzzconv.engine import Hunt, HuntConfig  # noqa: E402
+from fuzzconv.campaign import HuntConfig
+from fuzzconv.engine import Hunt  # noqa: E402
 from fuzzconv.executor import Executor  # noqa: E402
 from fuzzconv.pipeline import Pipeline  # noqa: E402
 from fuzzconv.registry import default_registry  # noqa: E402

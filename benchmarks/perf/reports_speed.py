@@ -40,7 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from fuzzconv.engine import bucket_of  # noqa: E402
+from fuzzconv.campaign import bucket_of  # noqa: E402
 from fuzzconv.store import Store  # noqa: E402
 
 CLI = [sys.executable, "-c", "from fuzzconv.cli import main; main()"]

@@ -56,7 +56,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..engine import HuntConfig
+from ..campaign import HuntConfig
 from ..errors import UsageError
 from ..executor import Evaluation, Executor
 from ..oracle import Thresholds, top_k

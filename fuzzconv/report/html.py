@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..engine import HuntConfig
+from ..campaign import HuntConfig
 from ..errors import UsageError
 from ..oracle import top_k
 from ..pipeline import Pipeline

@@ -8,7 +8,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from fuzzconv.engine import Hunt, HuntConfig  # noqa: E402
+from fuzzconv.campaign import HuntConfig
+from fuzzconv.engine import Hunt  # noqa: E402
 from fuzzconv.hunting import _sigterm_as_interrupt  # noqa: E402
 from fuzzconv.store import Store  # noqa: E402
 from tests.unit.fakes import FakeCorpus, FakeExecutor, has  # noqa: E402

@@ -15,7 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from fuzzconv.cli import app
-from fuzzconv.engine import Hunt, HuntConfig, bucket_of
+from fuzzconv.campaign import HuntConfig, bucket_of
+from fuzzconv.engine import Hunt
 from fuzzconv.store import Store
 
 from ..contracts import contract_errors

@@ -23,7 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fuzzconv.cli import app
-from fuzzconv.engine import bucket_of
+from fuzzconv.campaign import bucket_of
 from fuzzconv.errors import UsageError
 from fuzzconv.report.bundle import write_bundle
 from fuzzconv.store import Store
@@ -263,7 +263,7 @@ RECIPE_CASES = {
 @pytest.mark.parametrize("case", list(RECIPE_CASES))
 def test_every_recipe_computes_what_fuzzconv_computed(hunted: tuple[Path, dict[str, Any]],
                                                       tmp_path: Path, case: str) -> None:
-    from fuzzconv.engine import HuntConfig
+    from fuzzconv.campaign import HuntConfig
     from fuzzconv.versions import stack_versions
 
     store, finding = hunted

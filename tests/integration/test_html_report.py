@@ -22,7 +22,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fuzzconv.cli import app
-from fuzzconv.engine import bucket_of
+from fuzzconv.campaign import bucket_of
 from fuzzconv.errors import UsageError
 from fuzzconv.report.html import flip_rates, markdown, write_html
 from fuzzconv.store import Store

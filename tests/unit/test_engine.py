@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from fuzzconv.engine import Hunt, HuntConfig, parse_budget
+from fuzzconv.campaign import HuntConfig, parse_budget
+from fuzzconv.engine import Hunt
 from fuzzconv.errors import UsageError
 from fuzzconv.store import Store
 

@@ -1,0 +1,62 @@
+"""What a campaign is: its settings, how its findings are grouped, how long it may run.
+
+Shared by the engine that runs campaigns and by everything that reads them back (``reports``,
+``show``, bundles, the HTML report), which must not import the engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UsageError
+
+
+@dataclass
+class HuntConfig:
+    """What a hunt does. Stored with the campaign so ``--resume`` continues the same search."""
+
+    model: str
+    seed: int = 0
+    budget_s: float = 900.0
+    max_evals: int | None = None
+    focus: str | None = None
+    device: str = "cpu"
+    max_chain: int = 3
+    max_optional: int = 3
+    images: int = 0
+    images_dir: str | None = None
+    weights: str = "calibrated"
+    shrink: bool = True
+    localize: bool = True
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def bucket_of(finding: dict[str, Any]) -> str:
+    """Findings with the same culprit step, parameters and symptom share a bucket, across models
+    and campaigns; without a culprit, the signature alone."""
+    c = finding.get("culprit")
+    key = [finding["symptom"], c["step"], c["params"]] if c else [finding["signature"]]
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def parse_budget(text: str) -> float:
+    """``15m``, ``90s``, ``1h30m``, ``2h`` or plain seconds → seconds."""
+    t = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        secs = float(t)
+    else:
+        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?", t)
+        if not parts or not any(parts.groups()):
+            raise UsageError(f"bad budget {text!r}: use e.g. 90s, 15m, 1h30m")
+        h, m, s = (float(x) if x else 0.0 for x in parts.groups())
+        secs = h * 3600 + m * 60 + s
+    if secs <= 0:
+        raise UsageError(f"bad budget {text!r}: it must be positive")
+    return secs

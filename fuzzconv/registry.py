@@ -103,11 +103,31 @@ class Operation:
     # FoldConstant with another pass's arguments is FoldConstant, not a new configuration.
     normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = field(
         default=None, compare=False, repr=False)
+    # What the hunt puts first (see :meth:`changes_arithmetic`): True when the whole step changes
+    # the numbers a model computes, or, per parameter, the values that do (reduced precision,
+    # quantisation, fast-math, layout changes, generated schedules).
+    arithmetic: bool | dict[str, list] = field(default=False, compare=False)
+    # The parameter values of the unoptimised form of this step or runtime (an optimisation's
+    # slowdown is measured against it): e.g. ORT's graph level "disable", torch eager.
+    unoptimized: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def optional(self) -> bool:
         """A same-format step (a pass, an onnx→onnx rewrite) can be dropped from a chain."""
         return self.kind == "step" and self.src == self.dst
+
+    def changes_arithmetic(self, param: str | None = None, value: Any = None) -> bool:
+        """Whether this step (``param`` None) or one of its parameter values is declared to
+        change the arithmetic. A step declared whole counts for every value."""
+        if self.arithmetic is True:
+            return True
+        if not isinstance(self.arithmetic, dict) or param is None:
+            return False
+        return _jsonable(value) in [_jsonable(v) for v in self.arithmetic.get(param, [])]
+
+    def unoptimized_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` with every optimisation knob at its unoptimised value."""
+        return self.canonical_params({**params, **self.unoptimized})
 
     @property
     def is_plugin(self) -> bool:
@@ -324,6 +344,10 @@ def register(op_kwargs: dict[str, Any], fn: Callable[..., Any]) -> Operation:
         if p.default is not inspect.Parameter.empty and p.name not in ("ctx",)
     }
     choices = {k: list(v) for k, v in op_kwargs.pop("choices").items()}
+    for k in (*(op_kwargs.get("unoptimized") or {}),
+              *(op_kwargs["arithmetic"] if isinstance(op_kwargs.get("arithmetic"), dict) else ())):
+        if k not in defaults:
+            raise UsageError(f"{op_kwargs['name']}: {k!r} is not a parameter with a default")
     for k, vals in choices.items():
         if k not in defaults:
             raise UsageError(f"{op_kwargs['name']}: choice {k!r} is not a parameter with a default")

@@ -116,7 +116,7 @@ def _input_spec(ctx: StepContext) -> "tf.TensorSpec":
 
 
 @step("keras.tf2onnx", src="keras", dst="onnx", family="tf", opset=[13, 15, 17],
-      inputs_as_nchw=[False, True])
+      inputs_as_nchw=[False, True], arithmetic={"inputs_as_nchw": [True]})
 def keras_to_onnx(ctx: StepContext, src: Path, dst: Path, opset: int = 13,
                   inputs_as_nchw: bool = False) -> None:
     """tf2onnx ``from_keras`` with a dynamic batch; ``inputs_as_nchw`` transposes the input to NCHW."""
@@ -141,7 +141,8 @@ def keras_to_onnx(ctx: StepContext, src: Path, dst: Path, opset: int = 13,
 
 
 @step("keras.tflite", src="keras", dst="tflite", family="tf",
-      optimizations=[[], ["DEFAULT"]], supported_types=[[], ["float16"]])
+      optimizations=[[], ["DEFAULT"]], supported_types=[[], ["float16"]],
+      arithmetic={"optimizations": [["DEFAULT"]], "supported_types": [["float16"]]})
 def keras_to_tflite(ctx: StepContext, src: Path, dst: Path, optimizations: Sequence[str] = (),
                     supported_types: Sequence[str] = ()) -> None:
     """``TFLiteConverter.from_keras_model``; the input keeps a resizable batch axis.
@@ -157,7 +158,8 @@ def keras_to_tflite(ctx: StepContext, src: Path, dst: Path, optimizations: Seque
     dst.write_bytes(converter.convert())
 
 
-@runtime("keras", format="keras", family="tf", jit_compile=[False, True])
+@runtime("keras", format="keras", family="tf", jit_compile=[False, True],
+         arithmetic={"jit_compile": [True]}, unoptimized={"jit_compile": False})
 def keras_runtime(ctx: StepContext, artifact: Path,
                   jit_compile: bool = False) -> Callable[[np.ndarray], np.ndarray]:
     """Keras 3 on TensorFlow, fp32 on CPU: eager ``model(x, training=False)``, or under XLA."""

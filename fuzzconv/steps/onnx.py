@@ -10,7 +10,8 @@ _ORT_LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
                "all": "ORT_ENABLE_ALL"}
 
 
-@step("onnx.optimize", src="onnx", dst="onnx", family="ort", level=["basic", "extended", "all"])
+@step("onnx.optimize", src="onnx", dst="onnx", family="ort", level=["basic", "extended", "all"],
+      arithmetic={"level": ["extended", "all"]})
 def optimize(ctx: StepContext, src: Path, dst: Path, level: str = "basic") -> None:
     """ORT offline graph optimisation: the optimised graph is saved as a new ONNX model."""
     import onnxruntime as ort

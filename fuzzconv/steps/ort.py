@@ -15,7 +15,9 @@ _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
 
 
 @runtime("ort", format="onnx", family="ort", devices=("cpu", "cuda"),
-         graph_optimization_level=["disable", "basic", "extended", "all"], threads=[0, 1])
+         graph_optimization_level=["disable", "basic", "extended", "all"], threads=[0, 1],
+         arithmetic={"graph_optimization_level": ["extended", "all"]},
+         unoptimized={"graph_optimization_level": "disable"})
 def ort_runtime(ctx: StepContext, artifact: Path, graph_optimization_level: str = "all",
                 threads: int = 0) -> Callable[[np.ndarray], np.ndarray]:
     """ONNX Runtime InferenceSession; ``threads`` 0 lets ORT choose."""

@@ -28,7 +28,8 @@ def tflite_to_onnx(ctx: StepContext, src: Path, dst: Path, opset: int = 13) -> N
     onnx.save(proto, str(dst))
 
 
-@runtime("tflite", format="tflite", family="tf", xnnpack=[True, False], threads=[1, 2])
+@runtime("tflite", format="tflite", family="tf", xnnpack=[True, False], threads=[1, 2],
+         arithmetic={"xnnpack": [False]}, unoptimized={"xnnpack": False})
 def tflite_runtime(ctx: StepContext, artifact: Path, xnnpack: bool = True,
                    threads: int = 1) -> Callable[[np.ndarray], np.ndarray]:
     """``tf.lite.Interpreter`` with or without its default XNNPACK delegate, on 1 or 2 threads."""

@@ -144,7 +144,8 @@ def onnx_export(ctx: StepContext, src: Path, dst: Path, *, opset: int = 17,
         onnx.save(model, str(dst))
 
 
-@runtime("torch", format="torch", family="torch", devices=("cpu", "cuda"), compile=[False, True])
+@runtime("torch", format="torch", family="torch", devices=("cpu", "cuda"), compile=[False, True],
+         arithmetic={"compile": [True]}, unoptimized={"compile": False})
 def torch_runtime(ctx: StepContext, artifact: Path, *,
                   compile: bool = False) -> Callable[[np.ndarray], np.ndarray]:
     """PyTorch eager (the reference for torch-source models) or torch.compile (inductor)."""

@@ -265,6 +265,13 @@ PASS_ARG_CHOICES: dict[str, list[dict[str, Any]]] = {
     "LiftTransformParams": [{"shared_transform": True}],
 }
 
+# Passes that change what is computed, not only how it is scheduled: reduced precision, fast
+# approximations, layout changes and algebraic rewrites (the hunt tries these first).
+ARITHMETIC_PASSES = {"AdjustMatmulOrder", "CombineParallelMatmul", "ConvertLayout",
+                     "DecomposeOpsForInference", "DecomposeOpsForTraining", "ExpandMatmulOfSum",
+                     "FastMathTransform", "FoldBatchnormToConv2D", "FuseTransposeMatmul",
+                     "ToMixedPrecision"}
+
 # Passes whose arguments are compute budgets, not plain choices: tuning runs for many minutes.
 _NOT_PROBED = {
     "MetaScheduleTuneIRMod": "tunes kernels (needs a work directory and a trial budget)",
@@ -670,7 +677,8 @@ def _coherent_args(params: dict[str, Any]) -> dict[str, Any]:
 relax_pass.fuzzconv_op = register(  # type: ignore[attr-defined]
     dict(name="tvm.pass", kind="step", src="relax", dst="relax", family="tvm",
          doc=relax_pass.__doc__.strip().splitlines()[0], devices=("cpu", "cuda"), timeout=1800.0,
-         choices={"name": sorted(_PASSES), "args": _ARG_VARIANTS}, normalize=_coherent_args),
+         choices={"name": sorted(_PASSES), "args": _ARG_VARIANTS}, normalize=_coherent_args,
+         arithmetic={"name": sorted(ARITHMETIC_PASSES)}, unoptimized={}),
     relax_pass)
 
 
@@ -717,7 +725,9 @@ _DISABLE = [[], ["tirx.CommonSubexprElim"], ["tirx.StorageRewrite"], ["tirx.Narr
 
 @step("tvm.build", src="relax", dst="tvm", family="tvm", timeout=1800.0,
       opt_level=[0, 1, 2, 3, 4], disabled_passes=_DISABLE, target=_TARGETS,
-      relax_pipeline=["default", "target"])
+      relax_pipeline=["default", "target"],
+      arithmetic={"target": [t for t in _TARGETS if t != "llvm"]},
+      unoptimized={"opt_level": 0, "relax_pipeline": "default"})
 def build(ctx: StepContext, src: Path, dst: Path, opt_level: int = 3,
           disabled_passes: Sequence[str] = (), target: str | dict[str, Any] = "llvm",
           relax_pipeline: str = "default") -> None:

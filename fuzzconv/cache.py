@@ -57,6 +57,10 @@ class Cache:
     def entry(self, kind: str, key: str) -> Path:
         return self.root / kind / key[:2] / key
 
+    def contains(self, kind: str, key: str) -> bool:
+        """Whether a finished entry exists; unlike :meth:`lookup`, neither a hit nor a use."""
+        return (self.entry(kind, key) / "meta.json").exists()
+
     def lookup(self, kind: str, key: str) -> Path | None:
         """The finished entry directory, or None. A hit refreshes its LRU time."""
         d = self.entry(kind, key)

@@ -33,6 +33,8 @@ class HuntConfig:
     shrink: bool = True
     localize: bool = True
     thresholds: dict[str, float] = field(default_factory=dict)
+    probe: int = 8  # images in the probe set (0: every pipeline on the whole corpus)
+    slowdown_vs: str = "base"  # base (unoptimised form) or reference (source framework)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

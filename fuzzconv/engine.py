@@ -5,20 +5,21 @@ Design note — how the search spends its budget
 1. **Replay.** Known findings of the model are re-checked first, like Hypothesis's example
    database: those that still diverge become ``confirmed``, the others ``fixed`` with the versions
    that fixed them.
-2. **Coverage.** Every operation and every parameter value reachable from the model (an
-   :class:`~fuzzconv.strategies.Atom`) is tried once, each as a *single-option variant* of the
-   all-defaults pipeline of the shortest chain that can hold it. The default hunt therefore finds
-   whatever one exhaustive pass over single-option variants would find. Bases come first, then
-   variants, cheapest chains first. A variant whose base agrees and which diverges has its culprit
-   by construction: the one option that differs.
-3. **Mutation.** The rest of the budget mutates evaluated pipelines chosen by *energy* (fuzzer
-   style): pipelines that diverged or came close (large logit difference, near-tie flips) are picked
-   more often. Mutations change a parameter, insert, drop or reorder an optional step, swap the
-   runtime, copy an option from another pipeline on the same chain (combining options), or draw a
-   fresh pipeline from the strategies.
+2. **Coverage.** Every operation and every parameter value reachable from the model is tried once,
+   as a single-option variant of the all-defaults pipeline of the shortest chain that can hold it.
+   The order is expected findings per second: risk over measured cost, recomputed before every
+   pick as the cache fills (:mod:`fuzzconv.plan`). A variant that diverges has its culprit by
+   construction once its base is known to agree (the base is judged then if it was not yet).
+3. **Mutation.** The rest of the budget mutates evaluated pipelines chosen by energy
+   (:mod:`fuzzconv.mutate`); of a few mutants drawn at a time, the one with the most expected
+   findings per second goes first.
 
-Everything is driven by one seeded :class:`random.Random` whose decisions depend only on the seed
-and on evaluation outcomes, so the same seed on the same stack gives the same pipelines and
+Every pipeline is judged on the probe set of fragile images first and on the whole corpus only
+when the probe calls for it (:mod:`fuzzconv.evaluator`). Known culprits are reset in every later
+candidate (:func:`fuzzconv.plan.mask`), so a known bug does not eat the budget.
+
+Everything is driven by one seeded :class:`random.Random` and by measurements made before the
+campaign started, so the same seed on the same stack and store gives the same pipelines and
 findings, and ``--resume`` replays the decisions from stored outcomes without re-evaluating.
 
 The budget is held by giving the executor a deadline: a step still running at the deadline is
@@ -34,26 +35,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from .campaign import HuntConfig, bucket_of
+from .costs import CostModel, Measurement
 from .errors import UsageError
 from .evaluator import Evaluator, Outcome
-from .campaign import HuntConfig, bucket_of
 from .executor import BudgetExhausted, Executor
+from .mutate import Mutator
 from .oracle import Thresholds
-from .pipeline import Pipeline, Step
-from .store import Store
+from .pipeline import Pipeline
+from .plan import CacheView, Candidate, History, Planner, mask
 from .shrink import minimize, signature_of
-from .strategies import Atom, Space, seeded_chooser
+from .store import Store
+from .strategies import Space
 from .versions import stack_versions
 
 PHASES = ("replay", "coverage", "mutate")
-
-
-@dataclass
-class Candidate:
-    pipeline: Pipeline
-    phase: str
-    base: Pipeline | None = None  # the all-defaults pipeline a coverage variant differs from
-    atom: Atom | None = None
+#: Mutants drawn per pick in the mutation phase; the best by expected findings per second runs.
+MUTANTS_PER_PICK = 6
 
 
 @dataclass
@@ -66,6 +64,11 @@ class HuntResult:
     cache_hits: int
     fresh: int
     replayed: dict[str, str] = field(default_factory=dict)
+    probe_only: int = 0  # evaluations judged on the probe set alone
+    escalated: int = 0  # evaluations the probe sent to the whole corpus
+    masked: int = 0  # candidates judged with a known culprit reset
+    covered: int = 0  # coverage candidates judged
+    coverage: int = 0  # coverage candidates planned
 
 
 Listener = Callable[[str, dict[str, Any]], None]
@@ -80,6 +83,8 @@ class Hunt:
         config: the hunt's settings.
         corpus: the images.
         listener: called with (event, info) for progress displays.
+        outcomes_many: judges a round of pipelines at once (e.g. on Ray).
+        parallel: pipelines per round with ``outcomes_many``.
     """
 
     def __init__(self, executor: Executor, store: Store, config: HuntConfig, corpus: Any,
@@ -99,22 +104,35 @@ class Hunt:
         self.space = Space(executor.registry, config.model, config.device, config.max_chain,
                            config.max_optional, config.focus)
         self.rng = random.Random(config.seed)
+        self.mutator = Mutator(self.space, self.rng)
         self.outcomes: dict[str, Outcome] = {}
         self.findings: dict[str, dict[str, Any]] = {}  # signature -> finding
         self.aliases: dict[str, str] = {}  # provisional signature -> signature after shrinking
-        self.known: set[str] = set()  # hashes evaluated in this campaign (resume)
+        # signatures found (or, on --resume, found again) so far in this run's sequence: their
+        # culprits are masked from then on, exactly as in the run that first found them
+        self.active: set[str] = set()
         self.stored: dict[str, dict[str, Any]] = {}
+        self.known_culprits: list[dict[str, Any]] = []  # of this model, from earlier campaigns
         self.cid = ""
         self.evals = 0
         self.cache_hits = 0
         self.fresh = 0
-        self.evaluator = Evaluator(executor, config.model, corpus, self.thresholds)
+        self.probe_only = 0
+        self.escalated = 0
+        self.masked = 0
+        self.covered = 0
+        self.deadline: float | None = None
+        self.evaluator = Evaluator(executor, config.model, corpus, self.thresholds,
+                                   probe_size=config.probe, slowdown_vs=config.slowdown_vs)
+        self.planner: Planner | None = None
+        self.view: CacheView | None = None
+        self._coverage: list[Candidate] = []
 
     # -- the campaign ------------------------------------------------------------------------
     def run(self, resume: str | None = None) -> HuntResult:
         t0 = time.monotonic()
-        deadline = t0 + self.config.budget_s
-        self.ex.deadline = deadline
+        self.deadline = t0 + self.config.budget_s
+        self.ex.deadline = self.deadline
         if resume:
             self.cid = resume
             self.store.set_campaign_status(resume, "running")
@@ -131,13 +149,15 @@ class Hunt:
         try:
             self.listener("stage", {"what": f"reference run of {self.config.model}"})
             self.evaluator.reference  # noqa: B018 - fail early, before any search
+            self.planner = self.make_planner(self.store.campaign(self.cid)["started"])
+            self._plan_coverage(resume is not None)
             replayed = self._replay()
             candidates = self._candidates()
             while True:
                 if self.config.max_evals is not None and self.evals >= self.config.max_evals:
                     stopped = "max_evals"
                     break
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= self.deadline:
                     stopped = "budget"
                     break
                 room = self.parallel if self.config.max_evals is None else min(
@@ -145,7 +165,7 @@ class Hunt:
                 batch = self._next_round(candidates, room)
                 if not batch:
                     break
-                for cand, out in zip(batch, self._outcomes([c.pipeline for c in batch])):
+                for cand, out in zip(batch, self._outcomes(batch)):
                     self._record(cand, out)
         except BudgetExhausted:
             stopped = "budget"
@@ -155,7 +175,69 @@ class Hunt:
             self.ex.deadline = None
             self.store.set_campaign_status(self.cid, "interrupted" if stopped == "interrupted" else "done")
         return HuntResult(self.cid, self.evals, list(self.findings.values()),
-                          time.monotonic() - t0, stopped, self.cache_hits, self.fresh, replayed)
+                          time.monotonic() - t0, stopped, self.cache_hits, self.fresh, replayed,
+                          self.probe_only, self.escalated, self.masked, self.covered,
+                          len(self._coverage))
+
+    def make_planner(self, before: float | None = None) -> Planner:
+        """The planner with what the store knew ``before`` a time (the campaign's start)."""
+        costs = CostModel(self.config.model, (
+            Measurement(m, op, params, kind, s) for m, op, params, kind, s in self.store.costs(before)))
+        findings = [f for f in self.store.findings() if before is None or f["first_seen"] < before]
+        history = History.read(self.ex.registry, findings, self.store.evaluated_pipelines(before))
+        self.known_culprits = [f["culprit"] for f in findings
+                               if f["model"] == self.config.model and f.get("culprit")
+                               and f.get("status") != "fixed"]
+        first = min(self.config.probe, len(self.corpus)) or len(self.corpus)
+        return Planner(self.space, costs, history, first)
+
+    def _first_images(self) -> Any:
+        """The images a pipeline is first judged on: the probe set, once the reference is known
+        (before, for ``--plan``, the first images stand in for it)."""
+        if self.evaluator._ref is not None:  # noqa: SLF001 - planning must not run the reference
+            return self.evaluator.probe_corpus
+        n = min(self.config.probe, len(self.corpus)) or len(self.corpus)
+        return self.corpus.subset(list(range(n)))
+
+    def _plan_coverage(self, resume: bool) -> None:
+        """The coverage candidates, and the cache as the planner sees it: what was cached when
+        the campaign started (recorded, so ``--resume`` takes the same decisions)."""
+        assert self.planner is not None
+        ref = self.ex.reference_pipeline(self.config.model).hash
+        self._coverage = self.planner.coverage(exclude={ref})
+        images = self._first_images()
+        view = CacheView(self.ex.artifact_key, lambda p: self.ex.outputs_key(p, images))
+        at_start = self.store.note(self.cid, "cached_at_start") if resume and self.cid else None
+        if at_start is None:
+            at_start = self._cached_now(view, [c.pipeline for c in self._coverage])
+            if self.cid:
+                self.store.set_note(self.cid, "cached_at_start", sorted(at_start))
+        view.keys.update(at_start)
+        self.view = view
+        self.planner.cached_steps = view.cached_steps
+        self.planner.output_cached = view.output_cached
+
+    def _cached_now(self, view: CacheView, pipelines: list[Pipeline]) -> set[str]:
+        keys = set()
+        for p in pipelines:
+            for n in range(1, len(p.steps) + 1):
+                k = view.artifact_key(p, n)
+                if k not in keys and not self.ex.cached("artifacts", k):
+                    break
+                keys.add(k)
+            k = view.outputs_key(p)
+            if self.ex.cached("outputs", k):
+                keys.add(k)
+        return keys
+
+    def coverage_plan(self) -> list[Candidate]:
+        """The coverage candidates in the order the hunt would take them now (nothing is run;
+        costs from the store and the cache)."""
+        if self.planner is None:
+            self.planner = self.make_planner()
+            self._plan_coverage(False)
+        assert self.planner is not None
+        return self.planner.rank(list(self._coverage))
 
     # -- replay ------------------------------------------------------------------------------
     def _replay(self) -> dict[str, str]:
@@ -174,6 +256,8 @@ class Hunt:
             extra = {} if still else {"fixed_in": stack_versions()}
             self.store.set_finding_status(f["id"], status, extra)
             result[f["id"]] = status
+            if not still and f.get("culprit") in self.known_culprits:
+                self.known_culprits.remove(f["culprit"])
             self.listener("replay", {"finding": f["id"], "status": status})
         return result
 
@@ -181,8 +265,8 @@ class Hunt:
     def _next_round(self, candidates: Iterator[Candidate], size: int) -> list[Candidate]:
         """Up to ``size`` candidates to evaluate together (one, unless evaluation is parallel).
 
-        Mutants drawn for one round see the outcomes up to the round's start, so a round of one
-        is exactly the sequential search.
+        Candidates drawn for one round see the outcomes up to the round's start, so a round of
+        one is exactly the sequential search.
         """
         batch: list[Candidate] = []
         self.pending.clear()
@@ -193,8 +277,43 @@ class Hunt:
                 break
         return batch
 
+    def _taken(self, p: Pipeline) -> bool:
+        return (p.hash in self.outcomes or p.hash in self.pending
+                or p.hash == self.ex.reference_pipeline(self.config.model).hash)
+
+    def _culprits(self) -> list[dict[str, Any]]:
+        return self.known_culprits + [f["culprit"] for sig, f in self.findings.items()
+                                      if sig in self.active and f.get("culprit")]
+
+    def _masked(self, cand: Candidate) -> Candidate | None:
+        """``cand`` with known culprits reset; None when that was judged already."""
+        p, reset = mask(self.space, cand.pipeline, self._culprits())
+        if not reset:
+            return cand
+        if p is None or self._taken(p):
+            return None
+        self.masked += 1
+        return Candidate(p, cand.phase, cand.base, cand.atom, cand.risk, cand.why,
+                         cand.estimate, reset)
+
+    def _seconds_left(self) -> float | None:
+        if self.config.max_evals is not None or self.deadline is None:
+            return None
+        return self.deadline - time.monotonic()
+
     def _candidates(self) -> Iterator[Candidate]:
-        for cand in self.coverage_plan():
+        assert self.planner is not None
+        self.listener("plan", {"coverage": len(self._coverage)})
+        pool = list(self._coverage)
+        while pool:
+            ranked = self.planner.rank(pool, self._seconds_left())
+            if not ranked:
+                break  # what is left cannot finish in the time left
+            best = ranked[0]
+            pool.remove(best)
+            cand = self._masked(best)
+            if cand is None or self._taken(cand.pipeline):
+                continue
             yield cand
         while True:
             cand = self._mutant()
@@ -202,218 +321,24 @@ class Hunt:
                 return
             yield cand
 
-    def _cost(self, steps: tuple[Step, ...] | list[Step]) -> float:
-        """A rough relative cost of running these steps fresh, plus a runtime: compiling costs
-        most, converting less, an optional rewrite least."""
-        reg = self.ex.registry
-        return 1.0 + sum(10.0 if s.name.endswith(".build") else
-                         1.0 if reg.get(s.name).optional else 3.0 for s in steps)
-
-    def _fresh_cost(self, variant: Pipeline, base: Pipeline) -> float:
-        """What a variant costs once its base is cached: the steps from where they part."""
-        i = 0
-        while i < min(len(variant.steps), len(base.steps)) and variant.steps[i] == base.steps[i]:
-            i += 1
-        return self._cost(variant.steps[i:])
-
-    def coverage_plan(self) -> list[Candidate]:
-        """Bases, then one single-option variant per atom not yet covered, cheapest first.
-
-        Cheapest first means a variant that reuses most of its base's cached artifacts (a
-        runtime option) comes before one that must recompile (a TVM pass), so a short budget
-        covers as many options as it can.
-
-        With a focus step, the user wants their step tried against everything else: every
-        option is covered once per setting of the focus step (its defaults, then each other
-        value of each parameter), and an option that can stand on either side of the focus step
-        is covered on both, since a step may only go wrong on what another made (after
-        LegalizeOps, say).
-        """
-        ref_hash = self.ex.reference_pipeline(self.config.model).hash
-        groups = [self.space.bases()]
-        for setting in self._focus_settings():
-            groups.append([b for b in (self._set_focus(b, setting) for b in groups[0])
-                           if b is not None])
-        plan: list[Candidate] = [Candidate(b, "coverage") for b in
-                                 sorted((b for g in groups for b in g),
-                                        key=lambda b: self._cost(b.steps))
-                                 if b.hash != ref_hash]
-        # at equal cost, the focus step's own non-default settings go first: they are what its
-        # author is testing (the defaults are usually its harmless no-op)
-        variants = [(cost, 1 if g == 0 else 0, c) for g, bases in enumerate(groups)
-                    for c, cost in self._single_option_variants(bases)]
-        plan += [c for *_, c in sorted(variants, key=lambda v: v[:2])]
-        seen: set[str] = set()
-        unique = []
-        for c in plan:
-            if c.pipeline.hash not in seen and c.pipeline.hash != ref_hash:
-                seen.add(c.pipeline.hash)
-                unique.append(c)
-        return unique
-
-    def _single_option_variants(self, bases: list[Pipeline]) -> list[tuple[Candidate, float]]:
-        """One variant per atom not yet covered (two around a focus step), with its fresh cost;
-        both placements of one option take the cost of the later one, so they stay together."""
-        covered = {a for b in bases for a in _atoms_of(b)}
-        variants: list[tuple[Candidate, float]] = []
-        for atom in self.space.atoms():
-            if atom in covered:
-                continue
-            for base in bases:
-                variant = self._variant(base, atom)
-                if variant is not None:
-                    cost = self._fresh_cost(variant, base)
-                    variants.append((Candidate(variant, "coverage", base, atom), cost))
-                    covered.update(_atoms_of(variant))
-                    early = self._variant(base, atom, before_focus=True)
-                    if early is not None and early.hash != variant.hash:
-                        variants.append((Candidate(early, "coverage", base, atom), cost))
-                    break
-        return variants
-
-    def _focus_settings(self) -> list[dict[str, Any]]:
-        """Each non-default single-parameter setting of the focus step (none without a focus)."""
-        f = self.space.focus
-        if f is None:
-            return []
-        return [{param: v} for param in sorted(f.choices) for v in f.choices[param]
-                if json.dumps(v, sort_keys=True) != json.dumps(f.defaults.get(param), sort_keys=True)]
-
-    def _set_focus(self, base: Pipeline, setting: dict[str, Any]) -> Pipeline | None:
-        f = self.space.focus
-        assert f is not None
-        steps = list(base.steps)
-        if f.kind == "runtime":
-            if base.runtime.name != f.name:
-                return None
-            return self._make(steps, Step.make(f.name, f.canonical_params({**base.runtime.params, **setting})))
-        for i, st in enumerate(steps):
-            if st.name == f.name:
-                steps[i] = Step.make(f.name, f.canonical_params({**st.params, **setting}))
-                return self._make(steps, base.runtime)
-        return None
-
-    def _variant(self, base: Pipeline, atom: Atom, before_focus: bool = False) -> Pipeline | None:
-        """``base`` changed in exactly the one way ``atom`` names, or None if it cannot hold it.
-
-        An optional step is inserted at its last possible place, or with ``before_focus`` at the
-        last place before the focus step (None when there is none, or no focus).
-        """
-        op = self.ex.registry.get(atom.op)
-        value = json.loads(atom.value_json) if atom.value_json is not None else None
-        steps = list(base.steps)
-        if op.kind == "runtime":
-            if op.src != self.ex.registry.get(base.runtime.name).src:
-                return None
-            params = op.canonical_params({atom.param: value} if atom.param else {})
-            return self._make(steps, Step.make(op.name, params))
-        if op.optional and not any(s.name == op.name for s in steps):
-            pos = self.space.insert_positions(base, op)
-            if before_focus:
-                focus = self.space.focus
-                at = next((i for i, s in enumerate(steps) if focus and s.name == focus.name), None)
-                pos = [i for i in pos if at is not None and i <= at]
-            if not pos:
-                return None
-            params = op.canonical_params({atom.param: value} if atom.param else {})
-            steps.insert(pos[-1], Step.make(op.name, params))
-            return self._make(steps, base.runtime)
-        for i, s in enumerate(steps):
-            if s.name == op.name:
-                params = s.params
-                if atom.param:
-                    params[atom.param] = value
-                steps[i] = Step.make(op.name, op.canonical_params(params))
-                return self._make(steps, base.runtime)
-        return None
-
-    def _make(self, steps: list[Step], runtime: Step) -> Pipeline | None:
-        try:
-            return self.space.with_focus(self.space.make(steps, runtime))
-        except UsageError:
-            return None
-
-    def _mutant(self, tries: int = 200) -> Candidate | None:
-        """A pipeline not evaluated yet, mutated from an energetic parent or drawn fresh."""
-        choose = seeded_chooser(self.rng)
+    def _mutant(self) -> Candidate | None:
+        """The best of a few mutants, by expected findings per second."""
+        assert self.planner is not None
         pop = sorted(self.outcomes.values(), key=lambda o: o.pipeline.hash)
-        for _ in range(tries):
-            if not pop or self.rng.random() < 0.2:
-                p = self.space.draw(choose)
-            else:
-                parent = self.rng.choices(pop, weights=[o.energy for o in pop])[0].pipeline
-                p = self._mutate(parent, pop)
-            if p is None or not self.space.contains_focus(p):
-                continue
-            if (p.hash not in self.outcomes and p.hash not in self.pending
-                    and p.hash != self.ex.reference_pipeline(self.config.model).hash):
-                return Candidate(p, "mutate")
-        return None
-
-    def _mutate(self, p: Pipeline, pop: list[Outcome]) -> Pipeline | None:
-        reg = self.ex.registry
-        choose = seeded_chooser(self.rng)
-        steps = list(p.steps)
-        kind = choose(["param", "param", "insert", "drop", "swap", "runtime", "combine"])
-        if kind == "param":
-            idx = choose(list(range(len(steps) + 1)))
-            el = steps[idx] if idx < len(steps) else p.runtime
-            op = reg.get(el.name)
-            tunable = [k for k, v in sorted(op.choices.items()) if len(v) > 1]
-            if not tunable:
-                return None
-            k = choose(tunable)
-            params = el.params
-            params[k] = choose(op.choices[k])
-            new = Step.make(el.name, op.canonical_params(params))
-            if idx < len(steps):
-                steps[idx] = new
-                return self._make(steps, p.runtime)
-            return self._make(steps, new)
-        if kind == "insert":
-            fmts = [self.space.source] + [reg.get(s.name).dst for s in steps]
-            slots = [i for i, f in enumerate(fmts) if self.space.optionals(f)]  # type: ignore[arg-type]
-            if not slots:
-                return None
-            i = choose(slots)
-            op = choose(self.space.optionals(fmts[i]))  # type: ignore[arg-type]
-            # an optional step goes after the step that made its format, after other optionals
-            pos = i
-            while pos < len(steps) and reg.get(steps[pos].name).optional:
-                pos += 1
-            steps.insert(pos, self.space.draw_params(op, choose))
-            return self._make(steps, p.runtime)
-        optional = [i for i, s in enumerate(steps) if reg.get(s.name).optional]
-        if kind == "drop":
-            if not optional:
-                return None
-            del steps[choose(optional)]
-            return self._make(steps, p.runtime)
-        if kind == "swap":
-            pairs = [i for i in optional if i + 1 in optional]
-            if not pairs:
-                return None
-            i = choose(pairs)
-            steps[i], steps[i + 1] = steps[i + 1], steps[i]
-            return self._make(steps, p.runtime)
-        if kind == "runtime":
-            rts = self.space.runtimes(reg.get(p.runtime.name).src)
-            return self._make(steps, self.space.draw_params(choose(rts), choose))
-        # combine: copy one step or runtime setting from another pipeline with the same chain
-        chain = _chain_key(p, reg)
-        mates = [o.pipeline for o in pop if _chain_key(o.pipeline, reg) == chain and o.pipeline != p]
-        if not mates:
-            return None
-        mate = choose(mates)
-        if choose([True, False]):
-            return self._make(steps, mate.runtime)
-        conv = [i for i, s in enumerate(steps) if not reg.get(s.name).optional]
-        mate_conv = [s for s in mate.steps if not reg.get(s.name).optional]
-        if not conv:
-            return None
-        j = choose(list(range(len(conv))))
-        steps[conv[j]] = mate_conv[j]
-        return self._make(steps, p.runtime)
+        drawn: list[Candidate] = []
+        for _ in range(MUTANTS_PER_PICK * 10):  # masking a known bug may lead back to a judged one
+            p = self.mutator.draw(pop, lambda q: self._taken(q) or any(
+                c.pipeline.hash == q.hash for c in drawn))
+            if p is None:
+                break
+            risk, why = self.planner.pipeline_risk(p)
+            cand = self._masked(Candidate(p, "mutate", risk=risk, why=why))
+            if cand is not None and all(c.pipeline.hash != cand.pipeline.hash for c in drawn):
+                drawn.append(cand)
+                if len(drawn) >= MUTANTS_PER_PICK:
+                    break
+        ranked = self.planner.rank(drawn)
+        return ranked[0] if ranked else None
 
     # -- evaluation --------------------------------------------------------------------------
     def _outcome(self, p: Pipeline) -> Outcome:
@@ -421,15 +346,21 @@ class Hunt:
         stored = self.stored.get(p.hash)
         if stored is not None:
             o = stored["outcome"]
-            return Outcome(p, stored["symptom"], o.get("comparison"), o.get("failure"),
-                           stored["timings"], 0, stored["cached"] + stored["fresh"])
+            out = Outcome.from_dict(p, {**o, "symptom": stored["symptom"],
+                                        "timings": stored["timings"], "fresh": 0,
+                                        "cached": stored["cached"] + stored["fresh"]})
+            return out
         return self.evaluator.outcome(p)
 
-    def _outcomes(self, pipelines: list[Pipeline]) -> list[Outcome]:
+    def _outcomes(self, batch: list[Candidate]) -> list[Outcome]:
         """Judge a round: stored outcomes (resume) are reused, the rest evaluated — in parallel
         when the hunt was given ``outcomes_many``."""
-        for p in pipelines:
-            self.listener("eval", {"pipeline": p.label(), "phase": "evaluate"})
+        for c in batch:
+            self.listener("eval", {"pipeline": c.pipeline.label(), "phase": c.phase,
+                                   "expected": c.estimate.seconds if c.estimate else None,
+                                   "why": c.reason(), "covered": self.covered,
+                                   "coverage": len(self._coverage)})
+        pipelines = [c.pipeline for c in batch]
         if self.outcomes_many is None or len(pipelines) == 1:
             return [self._outcome(p) for p in pipelines]
         todo = [p for p in pipelines if p.hash not in self.stored]
@@ -439,21 +370,45 @@ class Hunt:
     def _record(self, cand: Candidate, out: Outcome) -> None:
         p = cand.pipeline
         self.outcomes[p.hash] = out
+        stage = (out.failure or {}).get("stage", "")
+        assert self.view is not None
+        self.view.note(p, int(stage.split()[1]) if stage.startswith("step ") else None)
         self.evals += 1
+        self.covered += cand.phase == "coverage"
         self.cache_hits += out.cached
         self.fresh += out.fresh
+        self.probe_only += out.stage == "probe"
+        self.escalated += bool(out.probe and out.probe.get("escalated"))
         if p.hash not in self.stored:
-            self.store.add_evaluation(
-                self.cid, cand.phase, p.to_dict(), p.hash, out.symptom,
-                {"comparison": out.comparison, "failure": out.failure}, out.timings, out.fresh,
-                out.cached)
+            stored = {k: v for k, v in out.to_dict().items() if k not in ("measured", "timings")}
+            stored.update(why=cand.reason(), masked=cand.masked)
+            self.store.add_evaluation(self.cid, cand.phase, p.to_dict(), p.hash, out.symptom,
+                                      stored, out.timings, out.fresh, out.cached)
+            if out.measured:
+                self.store.add_costs(self.config.model, self.cid, out.measured)
         new = None
         if out.symptom:
             new = self._record_finding(cand, out)
+        else:
+            new = self._revisit_slowdowns(out)
         self.listener("evaluated", {"pipeline": p.label(), "symptom": out.symptom,
+                                    "verdict": out.verdict(), "stage": out.stage,
                                     "evaluations": self.evals, "findings": len(self.findings),
                                     "cache_hits": self.cache_hits, "fresh": self.fresh,
+                                    "covered": self.covered, "coverage": len(self._coverage),
                                     "new_finding": new})
+
+    def _revisit_slowdowns(self, base: Outcome) -> str | None:
+        """A pipeline judged before its unoptimised base could not be timed against it: now that
+        the base is in, check the ones whose base this is."""
+        new = None
+        for o in list(self.outcomes.values()):
+            if (o.symptom is None and o.comparison is not None and o.slowdown is None
+                    and self.evaluator.slowdown_base(o.pipeline) == base.pipeline):
+                self.evaluator.check_slowdown(o, eager=False)
+                if o.symptom == "slowdown":
+                    new = self._record_finding(Candidate(o.pipeline, "coverage"), o) or new
+        return new
 
     # -- findings ----------------------------------------------------------------------------
     def _attribute(self, cand: Candidate, out: Outcome) -> tuple[dict[str, Any] | None, str | None]:
@@ -462,9 +417,13 @@ class Hunt:
             step = out.failure["step"]
             el = next((s for s in (*out.pipeline.steps, out.pipeline.runtime) if s.name == step), None)
             return ({"step": step, "params": el.params if el else {}}, None)
-        if cand.base is None or cand.atom is None:
+        if cand.base is None or cand.atom is None or out.symptom == "slowdown":
             return None, None
         base = self.outcomes.get(cand.base.hash)
+        if base is None and not self._taken(cand.base):
+            # a variant judged before its base: judge the base now, to know the variant's culprit
+            base = self._outcome(cand.base)
+            self._record(Candidate(cand.base, "coverage", why="base of a diverging variant"), base)
         if base is None or base.symptom is not None:
             return None, None
         op = self.ex.registry.get(cand.atom.op)
@@ -480,7 +439,15 @@ class Hunt:
     def _known(self, signature: str) -> dict[str, Any] | None:
         return self.findings.get(self.aliases.get(signature, signature))
 
-    def _count_hit(self, f: dict[str, Any]) -> None:
+    def _count_hit(self, f: dict[str, Any], p: Pipeline) -> None:
+        """Another pipeline showed finding ``f`` (a stored evaluation replayed by ``--resume``
+        was counted when it was made)."""
+        if f["signature"] not in self.active:
+            self.active.add(f["signature"])  # --resume reached the evaluation that found it
+            if p.hash in self.stored:
+                return
+        if p.hash in self.stored:
+            return
         f["hits"] = f.get("hits", 1) + 1
         self.store.upsert_finding(f, self.cid, f["bucket"])
 
@@ -489,7 +456,7 @@ class Hunt:
         provisional = signature_of(out, culprit)
         known = self._known(provisional)
         if known is not None:
-            self._count_hit(known)
+            self._count_hit(known, out.pipeline)
             return None
         # A mutated pipeline holding an option that is already a finding with the same symptom
         # is most likely that finding again: count it there rather than shrink it anew.
@@ -499,16 +466,16 @@ class Hunt:
                 if c and f["symptom"] == out.symptom and any(
                         s.name == c["step"] and s.params == c["params"]
                         for s in (*out.pipeline.steps, out.pipeline.runtime)):
-                    self._count_hit(f)
+                    self._count_hit(f, out.pipeline)
                     return None
         cmp = out.comparison or {}
-        names = list(getattr(self.corpus, "names", getattr(self.corpus, "paths", [])))
+        names = list(self.corpus.names)
         finding: dict[str, Any] = {
             "model": self.config.model,
             "symptom": out.symptom,
             "signature": provisional,
             "flip_rate": cmp.get("flip_rate"),
-            "images": len(self.corpus),
+            "images": out.images or len(self.corpus),
             "pipeline": out.pipeline.to_dict(),
             "minimal_pipeline": None,
             "culprit": culprit,
@@ -526,6 +493,8 @@ class Hunt:
             "comparison": {k: v for k, v in cmp.items() if k not in ("flipped", "tied")} or None,
             "tie_flips": cmp.get("tie_flips", 0),
             "failure": out.failure,
+            "slowdown": out.slowdown,
+            "probe": out.probe,
             "phase": cand.phase,
             "found_as": provisional,
         }
@@ -535,7 +504,7 @@ class Hunt:
                 extra = minimize(self.evaluator, out.pipeline,
                                  lambda what: self.listener("stage", {"what": what}),
                                  localize=self.config.localize, judge_many=self.outcomes_many,
-                                 parallel=self.parallel)
+                                 parallel=self.parallel, target=out, known_culprit=culprit)
             except BudgetExhausted:
                 self._store_new(finding)  # kept unshrunk; `fuzzconv shrink ID` can finish it
                 raise
@@ -550,7 +519,7 @@ class Hunt:
             known = self._known(finding["signature"])
             if known is not None:
                 self.aliases[provisional] = known["signature"]
-                self._count_hit(known)
+                self._count_hit(known, out.pipeline)
                 return None
             self.aliases[provisional] = finding["signature"]
         return self._store_new(finding)
@@ -560,18 +529,6 @@ class Hunt:
         finding["id"] = "F-" + hashlib.sha256(f"{self.cid}|{sig}".encode()).hexdigest()[:8]
         finding["bucket"] = bucket_of(finding)
         self.findings[sig] = finding
+        self.active.add(sig)
         self.store.upsert_finding(finding, self.cid, finding["bucket"])
         return finding["id"]
-
-
-def _atoms_of(p: Pipeline) -> set[Atom]:
-    out = set()
-    for s in (*p.steps, p.runtime):
-        out.add(Atom(s.name))
-        for k, v in s.params.items():
-            out.add(Atom(s.name, k, json.dumps(v, sort_keys=True)))
-    return out
-
-
-def _chain_key(p: Pipeline, reg: Any) -> tuple[str, ...]:
-    return tuple(s.name for s in p.steps if not reg.get(s.name).optional)

@@ -64,6 +64,9 @@ class Evaluation:
     batch_seconds: list[float] = field(default_factory=list)
     fresh: int = 0  # steps and runs actually executed
     cached: int = 0  # steps and runs served from the cache
+    # What each fresh step and run cost: {"op", "params", "kind" (step|load|image), "seconds"}
+    # (see :mod:`fuzzconv.costs`).
+    measured: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -249,6 +252,8 @@ class Executor:
             return None
         kind = _stage_kind(step.name)
         ev.timings[kind] = ev.timings.get(kind, 0.0) + res["seconds"]
+        ev.measured.append({"op": step.name, "params": step.params, "kind": "step",
+                            "seconds": res["seconds"]})
         final = self.cache.commit("artifacts", key, tmp,
                                   {"step": step.to_dict(), "seconds": res["seconds"]})
         return final / ARTIFACT_FILE[op.dst]  # type: ignore[index]
@@ -278,10 +283,7 @@ class Executor:
         spec = get_model(pipeline.model)
         ev = Evaluation(pipeline, None)
         inputs = self.inputs(spec, corpus)
-        art_key = self.artifact_key(pipeline, len(pipeline.steps))
-        out_key = key_of("outputs", art_key, pipeline.runtime.name, pipeline.runtime.params,
-                         pipeline.device, str(inputs.parent.name), self.batch_size,
-                         self.registry.plugin_digest(pipeline.runtime.name))
+        out_key = self.output_key(pipeline, str(inputs.parent.name))
         hit = None if (cold or repeats) else self.cache.lookup("outputs", out_key)
         if hit is not None:
             meta = self.cache.meta(hit)
@@ -307,6 +309,13 @@ class Executor:
                 }, rt.name)
                 ev.timings["load"] = res["load_seconds"]
                 ev.timings["infer"] = res["infer_seconds"]
+                if not repeats:
+                    rt_params = pipeline.runtime.params
+                    ev.measured += [
+                        {"op": rt.name, "params": rt_params, "kind": "load",
+                         "seconds": res["load_seconds"]},
+                        {"op": rt.name, "params": rt_params, "kind": "image",
+                         "seconds": res["infer_seconds"] / max(1, len(corpus))}]
                 ev.batch_seconds = res["batch_seconds"]
                 ev.logits = np.load(tmp / "logits.npy", allow_pickle=False)
             except BudgetExhausted:
@@ -325,6 +334,27 @@ class Executor:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
         return ev
+
+    def output_key(self, pipeline: Pipeline, inputs_dir: str) -> str:
+        return key_of("outputs", self.artifact_key(pipeline, len(pipeline.steps)),
+                      pipeline.runtime.name, pipeline.runtime.params, pipeline.device, inputs_dir,
+                      self.batch_size, self.registry.plugin_digest(pipeline.runtime.name))
+
+    def outputs_key(self, pipeline: Pipeline, corpus: Any) -> str:
+        """The cache key of ``pipeline``'s outputs on ``corpus``."""
+        from .corpora import preprocess_id
+
+        inputs = key_of("inputs", corpus.digest, preprocess_id(get_model(pipeline.model)))
+        return self.output_key(pipeline, inputs)
+
+    def cached(self, kind: str, key: str) -> bool:
+        """Whether the cache holds ``key`` (``artifacts`` or ``outputs``); a failure recorded
+        there counts, as it is not run again."""
+        return self.cache.contains(kind, key)
+
+    def output_cached(self, pipeline: Pipeline, corpus: Any) -> bool:
+        """Whether ``pipeline``'s outputs on ``corpus`` are in the cache (nothing would run)."""
+        return self.cached("outputs", self.outputs_key(pipeline, corpus))
 
     def warm_in_background(self, pipelines: list[Pipeline]) -> None:
         """Start the workers these pipelines and their references need, importing their

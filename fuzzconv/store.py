@@ -60,6 +60,24 @@ CREATE TABLE IF NOT EXISTS findings (
 );
 CREATE INDEX IF NOT EXISTS findings_model ON findings(model, status);
 CREATE INDEX IF NOT EXISTS findings_campaign ON findings(campaign);
+-- what a campaign needs to replay its own decisions on --resume (e.g. what was cached at its start)
+CREATE TABLE IF NOT EXISTS campaign_notes (
+    campaign TEXT NOT NULL REFERENCES campaigns(id),
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (campaign, name)
+);
+-- what steps and runtimes measurably cost, for every model (see fuzzconv.costs)
+CREATE TABLE IF NOT EXISTS costs (
+    model TEXT NOT NULL,
+    op TEXT NOT NULL,
+    params TEXT NOT NULL,
+    kind TEXT NOT NULL,              -- step | load | image
+    seconds REAL NOT NULL,
+    campaign TEXT,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS costs_created ON costs(created);
 -- `reports` groups findings by bucket from this index alone, never reading the JSON documents
 CREATE INDEX IF NOT EXISTS findings_triage ON findings(bucket, status, flip_rate, first_seen,
                                                        last_seen, model, symptom, campaign);
@@ -146,6 +164,45 @@ class Store:
             for k in ("pipeline", "outcome", "timings"):
                 d[k] = json.loads(d[k])
             yield d
+
+    def evaluated_pipelines(self, before: float | None = None) -> Iterator[tuple[str, dict, str | None]]:
+        """(model, pipeline, symptom) of every evaluation of every campaign, oldest first;
+        with ``before``, only those made before that time."""
+        q = ("SELECT c.model, e.pipeline, e.symptom FROM evaluations e JOIN campaigns c"
+             " ON c.id = e.campaign")
+        args: list[Any] = []
+        if before is not None:
+            q += " WHERE e.created < ?"
+            args.append(before)
+        for model, pipeline, symptom in self.db.execute(q + " ORDER BY e.created", args):
+            yield model, json.loads(pipeline), symptom
+
+    def set_note(self, cid: str, name: str, value: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO campaign_notes (campaign, name, value) VALUES (?,?,?)",
+                        (cid, name, json.dumps(value)))
+
+    def note(self, cid: str, name: str) -> Any:
+        row = self.db.execute("SELECT value FROM campaign_notes WHERE campaign = ? AND name = ?",
+                              (cid, name)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    # -- costs -------------------------------------------------------------------------------
+    def add_costs(self, model: str, cid: str | None, rows: list[dict[str, Any]]) -> None:
+        """Record what fresh steps and runs cost (``{"op", "params", "kind", "seconds"}``)."""
+        now = time.time()
+        self.db.executemany(
+            "INSERT INTO costs (model, op, params, kind, seconds, campaign, created)"
+            " VALUES (?,?,?,?,?,?,?)",
+            [(model, r["op"], json.dumps(r["params"], sort_keys=True, separators=(",", ":")),
+              r["kind"], float(r["seconds"]), cid, now) for r in rows])
+
+    def costs(self, before: float | None = None) -> list[tuple[str, str, str, str, float]]:
+        """(model, op, params JSON, kind, seconds) of every measurement, or those before a time."""
+        q, args = "SELECT model, op, params, kind, seconds FROM costs", []
+        if before is not None:
+            q += " WHERE created < ?"
+            args.append(before)
+        return [tuple(r) for r in self.db.execute(q + " ORDER BY created", args)]
 
     def evaluated_hashes(self, cid: str) -> set[str]:
         return {r[0] for r in self.db.execute(

@@ -11,9 +11,9 @@ from typing import Any, Callable
 
 from ..evaluator import Evaluator, Outcome
 from ..oracle import margins
-from ..pipeline import Pipeline, _short
+from ..pipeline import Pipeline, Step
 from ..zoo import get_model
-from .localize import find_culprit, fix_hint, minimal_inputs
+from .localize import Uncertain, find_culprit, fix_hint, minimal_inputs
 from .nodes import first_divergent_node
 from .reduce import reduce_subgraph
 from .pipeline import Shrinker, simplicity
@@ -21,6 +21,8 @@ from .pipeline import Shrinker, simplicity
 __all__ = ["minimize", "signature_of", "Shrinker", "simplicity"]
 
 FLAKY_RERUNS = 3
+#: Images the cold re-runs judge: the probe set and up to this many of the flipping images.
+FLAKY_IMAGES = 8
 
 
 def signature_of(out: Outcome, culprit: dict[str, Any] | None) -> str:
@@ -29,63 +31,93 @@ def signature_of(out: Outcome, culprit: dict[str, Any] | None) -> str:
         return f"{out.symptom}:{out.failure['step']}:{out.failure['error_class']}"
     if culprit is None:
         return f"{out.symptom}:{out.pipeline.label()}"
-    params = ",".join(f"{k}={_short(v)}" for k, v in sorted(culprit["params"].items()))
-    return f"{out.symptom}:{culprit['step']}" + (f":{params}" if params else "")
+    params = Step.make(culprit["step"], culprit["params"]).label()[len(culprit["step"]):]
+    return f"{out.symptom}:{culprit['step']}" + (f":{params[1:-1]}" if params else "")
 
 
 def minimize(evaluator: Evaluator, pipeline: Pipeline,
              say: Callable[[str], None] = lambda s: None, localize: bool = True,
              judge_many: Callable[[list[Pipeline]], list[Outcome]] | None = None,
-             parallel: int = 1) -> dict[str, Any]:
+             parallel: int = 1, target: Outcome | None = None,
+             known_culprit: dict[str, Any] | None = None) -> dict[str, Any]:
     """Shrink ``pipeline`` (which must diverge) and localize what it shows.
 
-    Returns the finding fields this adds: ``minimal_pipeline``, ``culprit``, ``fix_hint``,
-    ``failing_inputs``, ``flipping_images``, ``signature``, ``flaky`` (+ ``flaky_spread``),
-    ``shrink`` (profile, 1-minimality) and the evaluation counts; with ``localize`` also the
-    first divergent node (``first_divergent_node``, ``node_errors``) and the reduced ONNX
-    subgraph (``reduced_model``), which need real frameworks.
+    Args:
+        target: ``pipeline``'s outcome when the caller has it (else it is judged).
+        known_culprit: the culprit the caller proved already (a coverage variant against its
+            agreeing base); it stands when the culprit search here is uncertain.
+
+    Returns the finding fields this adds: ``minimal_pipeline``, ``culprit`` (None with
+    ``culprit_uncertain`` when the search could not tell), ``fix_hint``, ``failing_inputs``,
+    ``flipping_images``, ``signature``, ``flaky`` (+ ``flaky_spread``), ``shrink`` (profile,
+    1-minimality) and the evaluation counts; with ``localize`` also the first divergent node
+    (``first_divergent_node``, ``node_errors``) and the reduced ONNX subgraph
+    (``reduced_model``), which need real frameworks.
     """
     ex = evaluator.ex
     reg = ex.registry
     source = get_model(pipeline.model).source
     fresh0, hits0 = _counts(ex)
+    if target is None:
+        target = evaluator.outcome(pipeline)
+    slow = target.symptom == "slowdown"
+
+    def judge(p: Pipeline) -> Outcome:
+        return evaluator.outcome(p, eager_slowdown=slow)
+
     say("shrinking")
-    shrinker = Shrinker(reg, evaluator.outcome, source, judge_many=judge_many, parallel=parallel)
+    shrinker = Shrinker(reg, judge, source, judge_many=None if slow else judge_many,
+                        parallel=parallel)
+    shrinker.seed(pipeline, target)
     res = shrinker.shrink(pipeline)
     out = res.outcome
     elements = (*res.minimal.steps, res.minimal.runtime)
+    uncertain = None
+    probes = 0
     if out.failure is not None:
         # "step N name" or "runtime name": the failing stage is the culprit
         stage = out.failure["stage"].split()
         culprit_index = int(stage[1]) if stage[0] == "step" else len(elements)
         step = elements[culprit_index - 1]
+        culprit: dict[str, Any] | None = {"step": step.name, "params": step.params}
+    elif slow:
+        # the optimisation the minimal pipeline still holds is what made it slower
+        culprit_index = next((i + 1 for i, s in enumerate(elements)
+                              if reg.get(s.name).optional or s.params != reg.get(
+                                  s.name).unoptimized_params(s.params)), len(elements))
+        step = elements[culprit_index - 1]
         culprit = {"step": step.name, "params": step.params}
-        probes = 0
     else:
         say("bisecting for the culprit step")
-        c = find_culprit(reg, res.minimal, evaluator.outcome, source)
-        culprit, step, probes, culprit_index = c.to_dict(), c.step, c.probes, c.index
-    hint = fix_hint(reg, res.minimal, step, evaluator.outcome, res.agreeing_neighbours)
+        try:
+            c = find_culprit(reg, res.minimal, judge, source, target=out,
+                             retry=lambda q: evaluator.outcome(q, cold=True))
+            culprit, step, probes, culprit_index = c.to_dict(), c.step, c.probes, c.index
+        except Uncertain as exc:
+            uncertain = str(exc)
+            culprit = known_culprit
+            step = next((s for s in elements if culprit and s.name == culprit["step"]),
+                        elements[-1])
+            culprit_index = elements.index(step) + 1
+    hint = fix_hint(reg, res.minimal, step, judge, res.agreeing_neighbours)
 
     failing: list[str] = []
     flipping = 0
-    if out.comparison is not None:
+    names = list(evaluator.corpus.names)
+    if out.comparison is not None and out.symptom != "slowdown":
         say("minimising inputs")
         ref = evaluator.reference.logits
         assert ref is not None
-        names = list(getattr(evaluator.corpus, "names", getattr(evaluator.corpus, "paths", [])))
 
         def confirm(i: int) -> bool:
-            one = Evaluator(ex, pipeline.model, evaluator.corpus.subset([i]), evaluator.thresholds)
-            return one.outcome(res.minimal).key == out.key
+            return evaluator.outcome_on(res.minimal, [i]).key == out.key
 
         failing, flipping = minimal_inputs(out, list(margins(ref)), names, confirm)
 
     nodes: dict[str, Any] = {}
     reduced: dict[str, Any] = {}
-    if localize:
+    if localize and not slow:
         say("localizing inside the model")
-        names = list(getattr(evaluator.corpus, "names", []))
         picked = [names.index(n) for n in failing if n in names][:4] or [0]
         few = evaluator.corpus.subset(picked)
         nodes = (first_divergent_node(ex, res.minimal, culprit_index, few, evaluator.thresholds)
@@ -95,32 +127,24 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
                                   ex.store_dir / "reduced" / res.minimal.hash, evaluator.thresholds)
 
     say("re-running the minimal case cold")
-    reruns = [evaluator.outcome(res.minimal, cold=True) for _ in range(FLAKY_RERUNS)]
-    rates = [r.comparison["flip_rate"] if r.comparison else None for r in reruns]
-    keys = {r.key for r in reruns} | {out.key}
-    # the outcome varies when the symptom, the flip rate or which images flip does: a fault that
-    # flips nearly everything flips as many images on every run, but not the same ones
-    flipped = {tuple(sorted(r.comparison.get("flipped", []))) for r in (out, *reruns)
-               if r.comparison}
-    flaky = len(keys) > 1 or len({x for x in rates if x is not None} | (
-        {out.comparison["flip_rate"]} if out.comparison else set())) > 1 or len(flipped) > 1
+    flaky, spread = _flakiness(evaluator, res.minimal, out)
     fresh1, hits1 = _counts(ex)
     return {
         "minimal_pipeline": res.minimal.to_dict(),
         "culprit": culprit,
+        "culprit_uncertain": uncertain,
         "fix_hint": hint,
         "failing_inputs": failing,
         "flipping_images": flipping,
         "signature": signature_of(out, culprit),
         "flaky": flaky,
-        "flaky_spread": {"symptoms": sorted(str(k[0]) for k in keys),
-                         "flip_rates": [x for x in rates if x is not None],
-                         "flipped_sets": len(flipped)},
+        "flaky_spread": spread,
         "first_divergent_node": nodes.get("node"),
         "node_errors": nodes.get("path", []),
         "node_localization": {k: v for k, v in nodes.items() if k != "path"} or None,
         "reduced_model": reduced if reduced.get("path") else None,
         "reduced_model_reason": reduced.get("reason"),
+        "slowdown": out.slowdown if slow else None,
         "shrink": {"profile": res.profile, "one_minimal": res.one_minimal, "judged": res.judged,
                    "culprit_probes": probes, "node_probes": nodes.get("probes", 0),
                    "reduce_evaluations": reduced.get("evaluations") or 0,
@@ -128,6 +152,28 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
         "shrink_fresh": fresh1 - fresh0,
         "shrink_cache_hits": hits1 - hits0,
     }
+
+
+def _flakiness(evaluator: Evaluator, minimal: Pipeline, out: Outcome) -> tuple[bool, dict[str, Any]]:
+    """Re-run the minimal case cold :data:`FLAKY_RERUNS` times on the probe set and some of its
+    flipping images: it is flaky when the symptom or the set of flipping images changes.
+
+    Judging a few images keeps a cold re-run of a large model affordable; they are the images
+    most likely to change (the most fragile ones and those that flipped).
+    """
+    flipped = list((out.comparison or {}).get("flipped", []))
+    picked = sorted(set(evaluator.probe_indices) | set(flipped[:FLAKY_IMAGES])) or list(
+        range(min(FLAKY_IMAGES, len(evaluator.corpus))))
+    reruns = [evaluator.outcome_on(minimal, picked, cold=True) for _ in range(FLAKY_RERUNS)]
+    keys = {r.key for r in reruns} | {out.key}
+    seen = set(picked)
+    sets = {tuple(sorted(r.comparison.get("flipped", []))) for r in reruns if r.comparison}
+    if out.comparison is not None:
+        sets.add(tuple(sorted(i for i in flipped if i in seen)))
+    rates = [r.comparison["flip_rate"] for r in reruns if r.comparison]
+    flaky = len(keys) > 1 or len(sets) > 1
+    return flaky, {"symptoms": sorted(str(k[0]) for k in keys), "flip_rates": rates,
+                   "flipped_sets": len(sets), "images": len(picked)}
 
 
 def _counts(ex: Any) -> tuple[int, int]:

@@ -6,6 +6,12 @@ module), it can be judged against the reference. The source (prefix 0) agrees an
 pipeline diverges, so a binary search over prefixes finds the first step whose output diverges in
 ⌈log2(k+1)⌉ judged probes for k steps; the runtime is the culprit when every step's output agrees
 under the plainest runtime but the pipeline's own runtime diverges.
+
+A probe counts as diverging only when it shows the finding's own signature (:func:`shows`): a
+label-flip finding is not blamed on a prefix whose plain completion is merely slow, or crashes.
+A probe that fails some other way is judged once more from a cold cache; if it still does, the
+search stops and the culprit is *uncertain*, with the reason (:class:`Uncertain`): the blame is
+never moved silently.
 """
 
 from __future__ import annotations
@@ -50,6 +56,30 @@ def probe(reg: Registry, p: Pipeline, n: int, source: str) -> Pipeline | None:
         return None
 
 
+#: Symptoms about the values a pipeline computes (not how fast, nor whether it runs).
+VALUE_SYMPTOMS = ("label_flip", "numeric", "nan")
+
+
+def shows(target: Outcome, out: Outcome) -> bool | None:
+    """Whether ``out`` shows ``target``'s signature: True, False (it agrees on what the
+    signature is about), or None when it cannot tell (it failed, or diverged another way)."""
+    if target.failure is not None:
+        return out.key == target.key if out.failure is not None else False
+    if out.failure is not None:
+        return None
+    if target.symptom in VALUE_SYMPTOMS:
+        # a slowdown says nothing about values: its values agreed
+        value = out.symptom if out.symptom in VALUE_SYMPTOMS else None
+        if value is None:
+            return False
+        return True if value == target.symptom else None
+    return out.symptom == target.symptom
+
+
+class Uncertain(Exception):
+    """The culprit search met a probe it could not judge (see the module docstring)."""
+
+
 @dataclass
 class Culprit:
     index: int  # 1-based step index; len(steps)+1 means the runtime
@@ -61,10 +91,20 @@ class Culprit:
         return {"step": self.step.name, "params": self.step.params}
 
 
-def find_culprit(reg: Registry, p: Pipeline, judge: Judge, source: str) -> Culprit:
-    """Bisect along the chain for the first step whose output diverges."""
+def find_culprit(reg: Registry, p: Pipeline, judge: Judge, source: str,
+                 target: Outcome | None = None, retry: Judge | None = None) -> Culprit:
+    """Bisect along the chain for the first step whose output shows ``target``'s signature
+    (any symptom when no target is given).
+
+    Raises:
+        Uncertain: a probe showed neither the signature nor agreement, twice (``retry`` judges
+            it the second time).
+    """
     probes = fresh = 0
     memo: dict[int, bool] = {0: False, len(p.steps) + 1: True}
+
+    def verdict(out: Outcome) -> bool | None:
+        return out.symptom is not None if target is None else shows(target, out)
 
     def diverges(i: int) -> bool:
         nonlocal probes, fresh
@@ -76,7 +116,18 @@ def find_culprit(reg: Registry, p: Pipeline, judge: Judge, source: str) -> Culpr
                 out = judge(q)
                 probes += 1
                 fresh += 1 if out.fresh else 0
-                memo[i] = out.symptom is not None
+                seen = verdict(out)
+                if seen is None and retry is not None:
+                    out = retry(q)
+                    probes += 1
+                    fresh += 1 if out.fresh else 0
+                    seen = verdict(out)
+                if seen is None:
+                    why = (f"{out.failure['error_class']} at {out.failure['stage']}"
+                           if out.failure else out.symptom)
+                    raise Uncertain(f"the first {i} steps completed as {q.label()} showed {why}, "
+                                    f"not {target.symptom if target else 'a divergence'}, twice")
+                memo[i] = seen
         return memo[i]
 
     lo, hi = 0, len(p.steps) + 1  # diverges(lo) is False, diverges(hi) is True

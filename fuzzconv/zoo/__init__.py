@@ -30,6 +30,8 @@ class ModelSpec:
         imagenet_files: file names of real weights in the framework's own cache folder.
         tiny: True for the small test models.
         paper: True for the four models of the 2022 study and their twins.
+        params_m: weights, in millions (what converting and compiling scale with).
+        gmacs: multiply-accumulates per image, in billions (what inference scales with).
     """
 
     name: str
@@ -43,6 +45,8 @@ class ModelSpec:
     imagenet_files: tuple[str, ...] = ()
     tiny: bool = False
     paper: bool = False
+    params_m: float = 1.0
+    gmacs: float = 0.1
 
     @property
     def image_size(self) -> int:
@@ -55,14 +59,21 @@ class ModelSpec:
         return d
 
 
+# Published sizes: weights (M) and multiply-accumulates per image (G) at the input size used.
+SIZES = {"mobilenetv2": (3.5, 0.30), "resnet101v2": (44.7, 7.8), "densenet121": (8.1, 2.87),
+         "inceptionv3": (23.9, 5.7)}
+
+
 def _keras(name: str, fn: str, size: int, prep: str, weights_file: str) -> ModelSpec:
     return ModelSpec(name, "keras", "tf", (size, size, 3), "NHWC", prep, 1000,
-                     f"fuzzconv.zoo.keras_apps:{fn}", (weights_file,), paper=True)
+                     f"fuzzconv.zoo.keras_apps:{fn}", (weights_file,), paper=True,
+                     params_m=SIZES[name][0], gmacs=SIZES[name][1])
 
 
-def _torch(name: str, fn: str, size: int, prep: str, *weights_files: str) -> ModelSpec:
+def _torch(name: str, fn: str, size: int, prep: str, twin: str, *weights_files: str) -> ModelSpec:
     return ModelSpec(name, "torch", "torch", (3, size, size), "NCHW", prep, 1000,
-                     f"fuzzconv.zoo.torchvision_models:{fn}", weights_files, paper=True)
+                     f"fuzzconv.zoo.torchvision_models:{fn}", weights_files, paper=True,
+                     params_m=SIZES[twin][0], gmacs=SIZES[twin][1])
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -78,19 +89,21 @@ MODELS: dict[str, ModelSpec] = {
         _keras("inceptionv3", "inceptionv3", 299, "keras_tf",
                "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"),
         # Their PyTorch twins. Real weights: torchvision's hub checkpoint names.
-        _torch("torch:mobilenet_v2", "mobilenet_v2", 224, "torchvision_224",
+        _torch("torch:mobilenet_v2", "mobilenet_v2", 224, "torchvision_224", "mobilenetv2",
                "mobilenet_v2-7ebf99e0.pth", "mobilenet_v2-b0353104.pth"),
-        _torch("torch:resnet101", "resnet101", 224, "torchvision_224", "resnet101-cd907fc2.pth",
+        _torch("torch:resnet101", "resnet101", 224, "torchvision_224", "resnet101v2",
+               "resnet101-cd907fc2.pth",
                "resnet101-63fe2227.pth"),
-        _torch("torch:densenet121", "densenet121", 224, "torchvision_224",
+        _torch("torch:densenet121", "densenet121", 224, "torchvision_224", "densenet121",
                "densenet121-a639ec97.pth"),
-        _torch("torch:inception_v3", "inception_v3", 299, "torchvision_299",
+        _torch("torch:inception_v3", "inception_v3", 299, "torchvision_299", "inceptionv3",
                "inception_v3_google-0cc3c7bd.pth"),
         # Tiny models with the operators that matter in the paper's networks.
         ModelSpec("tiny_keras", "keras", "tf", (32, 32, 3), "NHWC", "keras_tf_32", 10,
-                  "fuzzconv.zoo.keras_apps:tiny_keras", tiny=True),
+                  "fuzzconv.zoo.keras_apps:tiny_keras", tiny=True, params_m=0.02, gmacs=0.002),
         ModelSpec("tiny_torch", "torch", "torch", (3, 32, 32), "NCHW", "torchvision_32", 10,
-                  "fuzzconv.zoo.torchvision_models:tiny_torch", tiny=True),
+                  "fuzzconv.zoo.torchvision_models:tiny_torch", tiny=True, params_m=0.02,
+                  gmacs=0.002),
     ]
 }
 

@@ -47,21 +47,30 @@ Fault = Callable[[Pipeline], bool]
 
 @dataclass
 class FakeCorpus:
+    """``n`` images, or the images of a larger fake corpus at ``picked`` (a subset)."""
+
     n: int = 20
+    picked: tuple[int, ...] | None = None
 
     @property
-    def paths(self) -> list[str]:
-        return [f"img{i:03d}.png" for i in range(self.n)]
+    def indices(self) -> tuple[int, ...]:
+        return self.picked if self.picked is not None else tuple(range(self.n))
+
+    @property
+    def names(self) -> list[str]:
+        return [f"img{i:03d}.png" for i in self.indices]
+
+    paths = names
 
     @property
     def digest(self) -> str:
-        return f"fake{self.n}"
+        return "fake" + ",".join(map(str, self.indices))
 
     def __len__(self) -> int:
-        return self.n
+        return len(self.indices)
 
     def subset(self, idx: list[int]) -> "FakeCorpus":
-        return FakeCorpus(len(idx))
+        return FakeCorpus(self.n, tuple(self.indices[i] for i in idx))
 
 
 @dataclass
@@ -72,6 +81,10 @@ class FakeExecutor:
     flip_faults: list[Fault] = field(default_factory=list)
     crash_faults: list[Fault] = field(default_factory=list)
     seconds_per_eval: float = 0.0
+    # measured seconds of each fresh step and run, by name (what the cost model learns from)
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    # slowdown_factor[name]: a runtime named so infers this many times slower per image
+    slow_runtimes: dict[str, float] = field(default_factory=dict)
     deadline: float | None = None
     listener: object = None
     calls: list[str] = field(default_factory=list)  # fresh evaluations, in order
@@ -82,25 +95,51 @@ class FakeExecutor:
     drifting_faults: list[Fault] = field(default_factory=list)
     fresh_evaluations: int = 0
     _memo: dict = field(default_factory=dict)
+    _built: set = field(default_factory=set)  # (model, steps prefix) built so far
 
     def reference_pipeline(self, model: str) -> Pipeline:
         return Pipeline.make(self.registry, model, [], "keras")
 
-    def _ref_logits(self, n: int) -> np.ndarray:
+    def _ref_logits(self, corpus: FakeCorpus) -> np.ndarray:
         rng = np.random.default_rng(0)
-        logits = rng.standard_normal((n, self.classes)).astype(np.float32) * 4
-        return logits
+        logits = rng.standard_normal((max(corpus.indices) + 1, self.classes)).astype(np.float32) * 4
+        return logits[list(corpus.indices)]
 
     def reference(self, model: str, corpus: FakeCorpus) -> Evaluation:
-        return Evaluation(self.reference_pipeline(model), self._ref_logits(len(corpus)),
-                          timings={"infer": 0.01})
+        return Evaluation(self.reference_pipeline(model), self._ref_logits(corpus),
+                          timings={"infer": 0.01 * len(corpus)})
+
+    def artifact_key(self, p: Pipeline, n: int) -> str:
+        return repr((p.model, p.steps[:n]))
+
+    def outputs_key(self, p: Pipeline, corpus: FakeCorpus) -> str:
+        return repr((p.hash, corpus.indices))
+
+    def cached(self, kind: str, key: str) -> bool:
+        return key in (self._built_keys if kind == "artifacts" else self._memo_keys)
+
+    def output_cached(self, p: Pipeline, corpus: FakeCorpus) -> bool:
+        return self.cached("outputs", self.outputs_key(p, corpus))
+
+    @property
+    def _built_keys(self) -> set[str]:
+        return {repr(k) for k in self._built}
+
+    @property
+    def _memo_keys(self) -> set[str]:
+        return {repr(k) for k in self._memo}
 
     def evaluate(self, p: Pipeline, corpus: FakeCorpus, cold: bool = False,
                  repeats: int = 0) -> Evaluation:
-        key = (p.hash, len(corpus))
-        if key in self._memo and not cold:
+        key = (p.hash, corpus.indices)
+        if key in self._memo and not cold and not repeats:
             hit = self._memo[key]
-            return Evaluation(p, hit.logits, hit.failure, dict(hit.timings), fresh=0, cached=1)
+            return Evaluation(p, hit.logits, hit.failure, dict(hit.timings), fresh=0,
+                              cached=1 + len(p.steps))
+        if repeats:
+            per = 0.01 * self.slow_runtimes.get(p.runtime.name, 1.0)
+            return Evaluation(p, self._ref_logits(corpus), timings={"infer": per * len(corpus)},
+                              batch_seconds=[per * len(corpus)] * repeats)
         ev = self._evaluate(p, corpus)
         self._memo[key] = ev
         self.fresh_evaluations += 1
@@ -108,6 +147,18 @@ class FakeExecutor:
 
     def _evaluate(self, p: Pipeline, corpus: FakeCorpus) -> Evaluation:
         self.started.append((time.monotonic(), self.deadline))
+        measured = []
+        for n in range(len(p.steps)):
+            if (p.model, p.steps[:n + 1]) not in self._built:
+                self._built.add((p.model, p.steps[:n + 1]))
+                s = p.steps[n]
+                measured.append({"op": s.name, "params": s.params, "kind": "step",
+                                 "seconds": self.step_seconds.get(s.name, 1.0)})
+        per = 0.01 * self.slow_runtimes.get(p.runtime.name, 1.0)
+        measured += [{"op": p.runtime.name, "params": p.runtime.params, "kind": "load",
+                      "seconds": self.step_seconds.get(p.runtime.name, 0.1)},
+                     {"op": p.runtime.name, "params": p.runtime.params, "kind": "image",
+                      "seconds": per}]
         if self.seconds_per_eval:
             left = None if self.deadline is None else self.deadline - time.monotonic()
             if left is not None and left < self.seconds_per_eval:
@@ -118,16 +169,19 @@ class FakeExecutor:
         for fault in self.crash_faults:
             if fault(p):
                 return Evaluation(p, None, Failure("crash", "step 1", p.steps[0].name if p.steps
-                                                   else p.runtime.name, "SIGSEGV", "boom"), fresh=1)
-        logits = self._ref_logits(len(corpus))
+                                                   else p.runtime.name, "SIGSEGV", "boom"), fresh=1,
+                                  measured=measured[:1])
+        logits = self._ref_logits(corpus)
         drifting = any(f(p) for f in self.drifting_faults)
         if drifting or any(f(p) for f in self.flip_faults):
-            # move the runner-up above the top-1 on every other image (odd or even ones, by
-            # turns, for a drifting fault)
-            for i in range(len(self.calls) % 2 if drifting else 0, len(logits), 2):
-                order = np.argsort(-logits[i])
-                logits[i, order[1]] = logits[i, order[0]] + 1.0
-        return Evaluation(p, logits, timings={"infer": 0.01}, fresh=1)
+            # move the runner-up above the top-1 on every other image of the whole corpus (odd
+            # or even ones, by turns, for a drifting fault)
+            for row, i in enumerate(corpus.indices):
+                if i % 2 == (len(self.calls) % 2 if drifting else 0):
+                    order = np.argsort(-logits[row])
+                    logits[row, order[1]] = logits[row, order[0]] + 1.0
+        return Evaluation(p, logits, timings={"infer": per * len(corpus)}, fresh=1,
+                          measured=measured)
 
 
 def has(step: str, **params) -> Fault:

@@ -22,8 +22,17 @@ def _stored(store: Path) -> tuple[str, set[str]]:
     return cid, hashes
 
 
+def _findings(store: Path) -> int:
+    db = sqlite3.connect(store / "fuzzconv.sqlite")
+    n = db.execute("SELECT COUNT(*) FROM findings").fetchone()[0]
+    db.close()
+    return n
+
+
 def _start_and_wait(store: Path, max_evals: str) -> subprocess.Popen:
-    """A fake hunt that has committed some evaluations."""
+    """A fake hunt that has committed some evaluations and its finding (a kill in the middle of
+    shrinking would leave the finding to be shrunk again on resume, which a real store's cache
+    serves but the fake executor counts as new work)."""
     proc = subprocess.Popen([sys.executable, SCRIPT, str(store), "5", max_evals],
                             stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
@@ -31,7 +40,7 @@ def _start_and_wait(store: Path, max_evals: str) -> subprocess.Popen:
         time.sleep(0.3)
         if (store / "fuzzconv.sqlite").exists():
             try:
-                if len(_stored(store)[1]) >= 8:
+                if len(_stored(store)[1]) >= 8 and _findings(store):
                     break
             except (sqlite3.OperationalError, TypeError):
                 pass

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -249,7 +250,10 @@ def hunt(
     tie_margin: Annotated[float, typer.Option("--tie-margin", help="Flips below this reference margin are tie flips.")] = 0.05,
     atol: Annotated[float, typer.Option("--atol", help="Numeric divergence: max |Δlogit| above this...")] = 1e-2,
     rtol: Annotated[float, typer.Option("--rtol", help="...and relative to the logit range above this.")] = 1e-3,
-    slowdown: Annotated[float, typer.Option("--slowdown", help="Slowdown: inference this many times slower than the source runtime.")] = 3.0,
+    slowdown: Annotated[float, typer.Option("--slowdown", help="Slowdown: an optimisation that makes inference this many times slower.")] = 3.0,
+    slowdown_vs: Annotated[str, typer.Option("--slowdown-vs", help="What a slowdown is measured against: base (the same runtime unoptimised) or reference (the source framework).")] = "base",
+    probe: Annotated[int, typer.Option("--probe", help="Judge each pipeline on this many fragile images first (0: always the whole corpus).")] = 8,
+    plan: Annotated[bool, typer.Option("--plan", help="List the coverage candidates in the order the hunt would take them, with estimated seconds and reasons; run nothing.")] = False,
     ray: Annotated[Optional[str], typer.Option("--ray", help="Evaluate on a Ray cluster: auto or HOST:PORT.")] = None,
     ray_workers: Annotated[Optional[int], typer.Option("--ray-workers", help="Ray actors (default: one per cluster CPU).")] = None,
     cache: Annotated[Optional[Path], typer.Option("--cache", help="Cache directory (shared by Ray nodes).")] = None,
@@ -264,11 +268,19 @@ def hunt(
                       thresholds=dict(tie_margin=tie_margin, atol=atol, rtol=rtol,
                                       slowdown=slowdown),
                       console=console, show_progress=not json_, ray=ray,
-                      ray_workers=ray_workers, cache=cache)
+                      ray_workers=ray_workers, cache=cache, probe=probe, slowdown_vs=slowdown_vs,
+                      plan=10**9 if plan else 0)
+    if plan:
+        from .registry import fresh_registry
+
+        _print_plan(result, fresh_registry(tuple(str(p) for p in plugin or ())), json_)  # type: ignore[arg-type]
+        return
     if json_:
         _print_json({"campaign": result.campaign, "evaluations": result.evaluations,
                      "findings": result.findings, "stopped": result.stopped,
-                     "elapsed_s": round(result.elapsed, 1)})
+                     "elapsed_s": round(result.elapsed, 1), "probe_only": result.probe_only,
+                     "escalated": result.escalated, "masked": result.masked,
+                     "covered": result.covered, "coverage": result.coverage})
         return
     _print_hunt(result, store)
 
@@ -289,9 +301,40 @@ def _print_hunt(result: Any, store: Path) -> None:
     if result.replayed:
         out.print("replayed known findings: " + ", ".join(f"{k} {v}" for k, v in result.replayed.items()))
     total = result.cache_hits + result.fresh
+    out.print(f"coverage: {result.covered} of {result.coverage} options judged; "
+              f"{result.probe_only} of {result.evaluations} evaluations agreed on the probe of "
+              f"fragile images alone, {result.escalated} went on to the whole corpus"
+              + (f"; {result.masked} judged with a known bug reset" if result.masked else ""))
     out.print(f"cache: {result.cache_hits} of {total} steps and runs served from the cache"
               + (f" ({result.cache_hits / total:.0%})" if total else ""))
-    out.print(f"store: {store}/fuzzconv.sqlite — details with: fuzzconv hunt --json, or the store's findings table")
+    where = "" if str(store) == "fuzzconv-out" else f" --store {store}"
+    if result.findings:
+        out.print(f"next: fuzzconv show {result.findings[0]['id']}{where} for one finding, "
+                  f"fuzzconv reports{where} for all, fuzzconv bundle ID -o DIR{where} to file one")
+    else:
+        out.print(f"next: fuzzconv reports{where} lists the findings of every campaign; "
+                  f"--resume {result.campaign} continues this one")
+
+
+def _print_plan(plan: list[Any], reg: Any, json_: bool) -> None:
+    rows = [{"rank": i + 1, "pipeline": c.pipeline.to_dict(), "label": c.pipeline.brief(reg),
+             "estimated_seconds": round(c.estimate.seconds, 1) if c.estimate else None,
+             "cost_basis": c.estimate.basis if c.estimate else None, "risk": c.risk,
+             "reason": c.why} for i, c in enumerate(plan)]
+    if json_:
+        _print_json(rows)
+        return
+    shown = rows[:30]
+    table = Table(title=f"the hunt's first {len(shown)} of {len(rows)} coverage candidates, "
+                        "by expected findings per second")
+    for c in ("#", "pipeline", "est. s", "risk", "why"):
+        table.add_column(c, overflow="fold")
+    for r in shown:
+        table.add_row(str(r["rank"]), escape(r["label"]), f"{r['estimated_seconds']:.0f}",
+                      f"{r['risk']:.2g}", escape(f"{r['reason']}; cost {r['cost_basis']}"))
+    out.print(table)
+    if len(rows) > len(shown):
+        out.print(f"… {len(rows) - len(shown)} more: --json lists them all")
 
 
 # -- findings -------------------------------------------------------------------------------------

@@ -92,10 +92,13 @@ class WorkerSetup:
     seed: int
     timeouts: dict[str, float]
     batch_size: int
+    probe: int = 8
+    slowdown_vs: str = "base"
 
     @classmethod
     def of(cls, ex: Executor, model: str, device: str, images_dir: str | None, limit: int,
-           corpus: Any, thresholds: dict[str, float], shared_dir: Path) -> "WorkerSetup":
+           corpus: Any, thresholds: dict[str, float], shared_dir: Path, probe: int = 8,
+           slowdown_vs: str = "base") -> "WorkerSetup":
         """The setup that mirrors the driver's executor ``ex`` and its corpus."""
         plugins = tuple(tuple((name, s.read_bytes()) for name, s in plugin_files(f))
                         for f in ex.registry.plugin_files)
@@ -103,7 +106,8 @@ class WorkerSetup:
                    corpus_digest=corpus.digest, thresholds=dict(thresholds), plugins=plugins,
                    shared_dir=str(Path(shared_dir).resolve()),
                    source_cache=str(ex.source_cache.root.resolve()), weights=ex.weights,
-                   seed=ex.seed, timeouts=dict(ex.timeouts), batch_size=ex.batch_size)
+                   seed=ex.seed, timeouts=dict(ex.timeouts), batch_size=ex.batch_size,
+                   probe=probe, slowdown_vs=slowdown_vs)
 
 
 def _plugin_copy(where: Path, files: tuple[tuple[str, bytes], ...]) -> str:
@@ -144,7 +148,8 @@ class EvaluationWorker:
         if corpus.digest != setup.corpus_digest:
             raise UsageError(f"the images on Ray node {self.node} differ from the driver's "
                              f"(is {setup.images_dir or 'the default corpus'} the same there?)")
-        self.evaluator = Evaluator(self.ex, setup.model, corpus, Thresholds(**setup.thresholds))
+        self.evaluator = Evaluator(self.ex, setup.model, corpus, Thresholds(**setup.thresholds),
+                                   probe_size=setup.probe, slowdown_vs=setup.slowdown_vs)
         # Every pipeline starts with a step of the source framework: start its worker now, so its
         # imports overlap the driver's reference run instead of delaying the first round.
         self.pool.get(get_model(setup.model).family).start()
@@ -175,9 +180,7 @@ class EvaluationWorker:
             return {"budget_exhausted": True}
         finally:
             self.ex.deadline = None
-        return {"symptom": out.symptom, "comparison": out.comparison, "failure": out.failure,
-                "timings": out.timings, "fresh": out.fresh, "cached": out.cached,
-                "fresh_evaluations": self.ex.fresh_evaluations - fresh0,
+        return {**out.to_dict(), "fresh_evaluations": self.ex.fresh_evaluations - fresh0,
                 "cache_hits": self.ex.cache.hits - hits0}
 
     def close(self) -> None:
@@ -327,8 +330,7 @@ class RayJudge:
             assert r is not None
             self.ex.fresh_evaluations += r["fresh_evaluations"]
             self.ex.cache.hits += r["cache_hits"]
-            outs.append(Outcome(p, r["symptom"], r["comparison"], r["failure"], r["timings"],
-                                r["fresh"], r["cached"]))
+            outs.append(Outcome.from_dict(p, r))
         return outs
 
     def _get(self, ref: Any) -> dict[str, Any]:

@@ -356,7 +356,7 @@ class Hunt:
         """Judge a round: stored outcomes (resume) are reused, the rest evaluated — in parallel
         when the hunt was given ``outcomes_many``."""
         for c in batch:
-            self.listener("eval", {"pipeline": c.pipeline.label(), "phase": c.phase,
+            self.listener("eval", {"pipeline": c.pipeline.brief(self.ex.registry), "phase": c.phase,
                                    "expected": c.estimate.seconds if c.estimate else None,
                                    "why": c.reason(), "covered": self.covered,
                                    "coverage": len(self._coverage)})
@@ -391,7 +391,7 @@ class Hunt:
             new = self._record_finding(cand, out)
         else:
             new = self._revisit_slowdowns(out)
-        self.listener("evaluated", {"pipeline": p.label(), "symptom": out.symptom,
+        self.listener("evaluated", {"pipeline": p.brief(self.ex.registry), "symptom": out.symptom,
                                     "verdict": out.verdict(), "stage": out.stage,
                                     "evaluations": self.evals, "findings": len(self.findings),
                                     "cache_hits": self.cache_hits, "fresh": self.fresh,
@@ -499,7 +499,7 @@ class Hunt:
             "found_as": provisional,
         }
         if self.config.shrink:
-            self.listener("stage", {"what": f"shrinking {out.pipeline.label()}"})
+            self.listener("stage", {"what": f"shrinking {out.pipeline.brief(self.ex.registry)}"})
             try:
                 extra = minimize(self.evaluator, out.pipeline,
                                  lambda what: self.listener("stage", {"what": what}),

@@ -49,8 +49,10 @@ from .pipeline import Pipeline, Step
 PROBE_SIZE = 8
 #: How much larger than the probe's largest logit change the full corpus's may be.
 PROBE_SAFETY = 2.0
-#: Timed passes per pipeline when a slowdown is confirmed side by side.
+#: Timed passes per pipeline when a slowdown is confirmed side by side...
 SLOWDOWN_REPEATS = 5
+#: ... over as many images (up to the probe's) as fit in about this many seconds per pass.
+SLOWDOWN_PASS_SECONDS = 4.0
 
 
 @dataclass
@@ -278,8 +280,12 @@ class Evaluator:
         base_infer = base_ev.timings.get("infer")
         if not base_ev.ok or not base_infer or infer < self.thresholds.slowdown * base_infer:
             return
-        few = self.probe_corpus if self.probe_indices else self.corpus.subset(
-            list(range(min(PROBE_SIZE, len(self.corpus)))))
+        # Time both on the first images, as many as keep a pass of the slower one short: a
+        # confirmation of untuned TVM on a large model must not cost minutes.
+        pool = self.probe_indices or list(range(min(PROBE_SIZE, len(self.corpus))))
+        per_image = infer / max(out.images, 1)
+        n = max(1, min(len(pool), int(SLOWDOWN_PASS_SECONDS / max(per_image, 1e-9))))
+        few = self.corpus.subset(pool[:n])
         t0 = time.perf_counter()
         b = self.ex.evaluate(base, few, repeats=SLOWDOWN_REPEATS)
         r = self.ex.evaluate(out.pipeline, few, repeats=SLOWDOWN_REPEATS)

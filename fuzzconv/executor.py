@@ -230,7 +230,7 @@ class Executor:
         tmp = self.cache.begin("artifacts", key)
         dst = tmp / ARTIFACT_FILE[op.dst]  # type: ignore[index]
         ev.fresh += 1
-        self._say(f"step {n}/{len(pipeline.steps)} {step.label()}")
+        self._say(f"step {n}/{len(pipeline.steps)} {step.brief(self.registry)}")
         try:
             res = self._request(op.family, {
                 "op": "step", "step": step.name, "params": step.params, "src": str(src),
@@ -299,7 +299,7 @@ class Executor:
         if artifact is not None:
             rt = self.registry.get(pipeline.runtime.name, "runtime")
             ev.fresh += 1
-            self._say(f"running {pipeline.runtime.label()} on {len(corpus)} images")
+            self._say(f"running {pipeline.runtime.brief(self.registry)} on {len(corpus)} images")
             try:
                 res = self._request(rt.family, {
                     "op": "run", "runtime": rt.name, "params": pipeline.runtime.params,

@@ -39,19 +39,26 @@ def finding_session(store: Path, fid: str, plugins: list[Path],
         yield ex, db, db.finding(fid), cfg, select(cfg.images_dir, cfg.images or None)
 
 
+def _evaluator(ex: Any, f: dict[str, Any], cfg: HuntConfig, corpus: Any) -> Evaluator:
+    """An evaluator set up as the finding's campaign judged (probe set, slowdown base)."""
+    return Evaluator(ex, f["model"], corpus, Thresholds(**cfg.thresholds), probe_size=cfg.probe,
+                     slowdown_vs=cfg.slowdown_vs)
+
+
 def shrink_finding(store: Path, fid: str, plugins: list[Path],
                    say: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Shrink and localize a stored finding again; returns the updated finding."""
     from .shrink import minimize
 
     with finding_session(store, fid, plugins, say) as (ex, db, f, cfg, corpus):
-        ev = Evaluator(ex, f["model"], corpus, Thresholds(**cfg.thresholds))
+        ev = _evaluator(ex, f, cfg, corpus)
         p = Pipeline.from_dict(f["pipeline"], ex.registry)
-        if ev.outcome(p).symptom is None:
+        out = ev.outcome(p, eager_slowdown=f["symptom"] == "slowdown")
+        if out.symptom is None:
             f["status"] = "fixed"
             f["fixed_in"] = stack_versions()
         else:
-            extra = minimize(ev, p, say)
+            extra = minimize(ev, p, say, target=out, known_culprit=f.get("culprit"))
             f.update({k: v for k, v in extra.items() if k not in ("shrink_fresh", "shrink_cache_hits")})
             f["evaluations"]["shrink"] = f["evaluations"].get("shrink", 0) + extra["shrink_fresh"]
             f["evaluations"]["cache_hits"] += extra["shrink_cache_hits"]
@@ -65,9 +72,9 @@ def repro_finding(store: Path, fid: str, plugins: list[Path],
                   say: Callable[[str], None] = lambda s: None) -> tuple[bool, dict[str, Any]]:
     """Re-run the minimal case from a cold cache. Returns (still reproduces, finding)."""
     with finding_session(store, fid, plugins, say) as (ex, db, f, cfg, corpus):
-        ev = Evaluator(ex, f["model"], corpus, Thresholds(**cfg.thresholds))
+        ev = _evaluator(ex, f, cfg, corpus)
         p = Pipeline.from_dict(f.get("minimal_pipeline") or f["pipeline"], ex.registry)
-        out = ev.outcome(p, cold=True)
+        out = ev.outcome(p, cold=True, staged=False, eager_slowdown=f["symptom"] == "slowdown")
         still = out.symptom == f["symptom"]
         if still:
             db.set_finding_status(f["id"], "confirmed" if f["status"] != "flaky" else "flaky",

@@ -10,56 +10,108 @@ from typing import Any, Iterator
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from .distributed import RayJudge, WorkerSetup, use_cache_dir
 from .campaign import HuntConfig, parse_budget
 from .engine import Hunt, HuntResult
+from .plan import Candidate
 from .errors import UsageError
 from .session import open_session
 from .store import Store
 from .zoo import get_model
 
 
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
 class _Progress:
-    """Evaluations, findings, cache hit rate, time left, and what runs now."""
+    """The live display of a hunt: phase, options covered of the plan, evaluations, findings,
+    cache hits, and time left, counting down while a step runs; the pipeline being judged, why,
+    and its elapsed against its expected time; the last verdict.
+
+    In a terminal it redraws four times a second; elsewhere (a batch job, a pipe) it prints one
+    line per evaluation instead.
+    """
 
     def __init__(self, console: Console, budget: float, enabled: bool):
         self.console = console
         self.budget = budget
         self.enabled = enabled and console.is_terminal
+        self.lines = enabled and not console.is_terminal
         self.t0 = time.monotonic()
-        self.info: dict[str, Any] = {"evaluations": 0, "findings": 0, "cache_hits": 0, "fresh": 0}
+        self.info: dict[str, Any] = {"evaluations": 0, "findings": 0, "cache_hits": 0, "fresh": 0,
+                                     "covered": 0, "coverage": 0}
+        self.phase = "starting"
         self.now = "starting"
-        self.live = Live(self._render(), console=console, refresh_per_second=4,
+        self.why = ""
+        self.step = ""
+        self.expected: float | None = None
+        self.started = time.monotonic()
+        self.step_started = time.monotonic()
+        self.last = ""
+        self.live = Live(get_renderable=self._render, console=console, refresh_per_second=4,
                          transient=True) if self.enabled else None
 
     def _render(self) -> Table:
         i = self.info
         total = i["cache_hits"] + i["fresh"]
-        left = max(0.0, self.budget - (time.monotonic() - self.t0))
+        now = time.monotonic()
         t = Table.grid(padding=(0, 2))
-        t.add_row("evaluations", str(i["evaluations"]), "findings", str(i["findings"]),
+        t.add_row("phase", f"{self.phase}, options covered {i['covered']}/{i['coverage']}",
+                  "evaluations", str(i["evaluations"]), "findings", str(i["findings"]),
                   "cache hits", f"{i['cache_hits'] / total:.0%}" if total else "—",
-                  "time left", f"{int(left // 60)}m{int(left % 60):02d}s")
-        t.add_row("now", self.now[:110])
+                  "time left", _clock(self.budget - (now - self.t0)))
+        expect = f" of ~{_clock(self.expected)} expected" if self.expected else ""
+        t.add_row("now", self.now, "", "", "", "", "", "", "elapsed",
+                  f"{_clock(now - self.started)}{expect}")
+        if self.step:
+            t.add_row("", self.step, "", "", "", "", "", "", "step", _clock(now - self.step_started))
+        if self.why:
+            t.add_row("why", self.why)
+        if self.last:
+            t.add_row("last", self.last)
         return t
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
         if event == "evaluated":
-            self.info.update({k: info[k] for k in self.info})
-            if info.get("new_finding") and not self.enabled:
-                self.console.print(f"finding {info['new_finding']}: {info['symptom']} — {info['pipeline']}")
+            self.info.update({k: info[k] for k in self.info if k in info})
+            self.last = f"{info['pipeline']}: {info['verdict']}"
+            if info.get("new_finding"):
+                self.last = f"finding {info['new_finding']}: {info['symptom']} — {info['pipeline']}"
+                if not self.enabled:
+                    self.console.print(self.last)
+            if self.lines:
+                self.console.print(f"[{_clock(time.monotonic() - self.t0)}] {self.phase} "
+                                   f"{i_of(self.info)} {info['pipeline']}: {info['verdict']}",
+                                   highlight=False, markup=False)
+            self.step = ""
+        elif event == "plan":
+            self.info["coverage"] = info["coverage"]
+            self.phase = "coverage"
         elif event == "eval":
-            self.now = f"{info['phase']}: {info['pipeline']}"
+            self.phase = info["phase"]
+            self.now = info["pipeline"]
+            self.why = info.get("why") or ""
+            self.expected = info.get("expected")
+            self.started = self.step_started = time.monotonic()
+            self.step = ""
         elif event in ("stage", "step"):
-            self.now = info["what"]
+            self.step = info["what"]
+            self.step_started = time.monotonic()
+            if event == "stage":
+                self.now, self.why, self.expected = info["what"], "", None
+                self.started = self.step_started
         elif event == "replay":
+            self.phase = "replay"
             self.now = f"replayed {info['finding']}: {info['status']}"
         if self.live is not None:
-            self.live.update(self._render())
+            self.live.refresh()
 
-    def step(self, what: str) -> None:
+    def executor_step(self, what: str) -> None:
         self("step", {"what": what})
 
     def __enter__(self) -> "_Progress":
@@ -70,6 +122,10 @@ class _Progress:
     def __exit__(self, *exc: Any) -> None:
         if self.live is not None:
             self.live.__exit__(*exc)
+
+
+def i_of(info: dict[str, Any]) -> str:
+    return f"{info['covered']}/{info['coverage']}"
 
 
 @contextmanager
@@ -95,7 +151,8 @@ def run_hunt(*, model: str | None, budget: str, max_evals: int | None, seed: int
              store: Path, resume: str | None, weights: str, timeout: float | None, max_chain: int,
              thresholds: dict[str, float], console: Console, show_progress: bool,
              ray: str | None = None, ray_workers: int | None = None,
-             cache: Path | None = None) -> HuntResult:
+             cache: Path | None = None, probe: int = 8, slowdown_vs: str = "base",
+             plan: int = 0) -> HuntResult | list[Candidate]:
     """Run (or resume) a campaign as ``fuzzconv hunt`` does.
 
     Args:
@@ -104,10 +161,18 @@ def run_hunt(*, model: str | None, budget: str, max_evals: int | None, seed: int
         ray_workers: Ray actors to start (with ``ray``); defaults to one per cluster CPU.
         cache: a directory for the cache and source models instead of the store's and the
             per-user ones; with ``ray`` on several machines it must be on a shared filesystem.
+        probe: images in the probe set (0: judge every pipeline on the whole corpus).
+        slowdown_vs: ``base`` or ``reference`` (see :mod:`fuzzconv.evaluator`).
+        plan: when positive, run nothing and return the first ``plan`` coverage candidates in
+            the order the hunt would take them, with their estimates and reasons.
     """
     from .corpora import select
 
     budget_s = parse_budget(budget)
+    if probe < 0:
+        raise UsageError("--probe must be 0 (off) or a number of images")
+    if slowdown_vs not in ("base", "reference"):
+        raise UsageError(f"--slowdown-vs must be base or reference, not {slowdown_vs!r}")
     if max_evals is not None and max_evals < 1:
         raise UsageError("--max-evals must be at least 1")
     if limit < 1:
@@ -138,17 +203,20 @@ def run_hunt(*, model: str | None, budget: str, max_evals: int | None, seed: int
                                  max_evals=max_evals, focus=focus, device=device,
                                  max_chain=max_chain, images=limit, thresholds=thresholds,
                                  images_dir=str(Path(images).resolve()) if images else None,
-                                 weights=ex.weights)
+                                 weights=ex.weights, probe=probe, slowdown_vs=slowdown_vs)
             corpus = select(cfg.images_dir, cfg.images or limit)
+            if plan > 0:
+                return Hunt(ex, db, cfg, corpus).coverage_plan()[:plan]
             progress = _Progress(console, budget_s, show_progress)
-            ex.listener = progress.step
+            ex.listener = progress.executor_step
             with ExitStack() as stack:
                 judge = None
                 if ray is not None:
                     setup = WorkerSetup.of(ex, cfg.model, cfg.device, cfg.images_dir,
-                                           cfg.images or limit, corpus, cfg.thresholds, shared)
+                                           cfg.images or limit, corpus, cfg.thresholds, shared,
+                                           probe=cfg.probe, slowdown_vs=cfg.slowdown_vs)
                     judge = stack.enter_context(RayJudge(ray, ex, setup, ray_workers,
-                                                         say=progress.step))
+                                                         say=progress.executor_step))
                 hunt = Hunt(ex, db, cfg, corpus, listener=progress, outcomes_many=judge,
                             parallel=judge.workers if judge else 1)
                 with progress, _sigterm_as_interrupt():

@@ -55,6 +55,14 @@ class Step:
         inner = ",".join(f"{k}={_short(v)}" for k, v in sorted(p.items()))
         return f"{self.name}({inner})" if inner else self.name
 
+    def brief(self, registry: Registry) -> str:
+        """Like :meth:`label`, with only the parameters that differ from their defaults."""
+        op = registry.ops.get(self.name)
+        defaults = op.canonical_params({}) if op is not None else {}
+        p = {k: v for k, v in self.params.items() if k not in defaults or v != defaults[k]}
+        inner = ",".join(f"{k}={_short(v)}" for k, v in sorted(p.items()))
+        return f"{self.name}({inner})" if inner else self.name
+
 
 def _short(v: Any) -> str:
     if isinstance(v, list):
@@ -156,6 +164,12 @@ class Pipeline:
         chain = " → ".join(s.label() for s in self.steps) or "(source)"
         dev = "" if self.device == "cpu" else f" @{self.device}"
         return f"{self.model}: {chain} ⇒ {self.runtime.label()}{dev}"
+
+    def brief(self, registry: Registry) -> str:
+        """The chain and runtime with non-default parameters only, without the model's name."""
+        chain = " → ".join(s.brief(registry) for s in self.steps) or "(source)"
+        dev = "" if self.device == "cpu" else f" @{self.device}"
+        return f"{chain} ⇒ {self.runtime.brief(registry)}{dev}"
 
     def replace(self, **kw: Any) -> "Pipeline":
         d = dict(model=self.model, steps=self.steps, runtime=self.runtime, device=self.device)

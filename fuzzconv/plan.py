@@ -154,7 +154,7 @@ def mask(space: Space, p: Pipeline, culprits: list[dict[str, Any]]) -> tuple[Pip
         if target == plain:
             continue  # a culprit at its defaults: nothing plainer to judge with
         if rt == target:
-            rt, reset = plain, reset + [target.label()]
+            rt, reset = plain, reset + [target.brief(reg)]
             continue
         for i, s in enumerate(steps):
             if s == target:
@@ -163,7 +163,7 @@ def mask(space: Space, p: Pipeline, culprits: list[dict[str, Any]]) -> tuple[Pip
                     steps[i] = None  # type: ignore[call-overload]
                 else:
                     steps[i] = plain
-                reset.append(target.label())
+                reset.append(target.brief(reg))
         steps = [s for s in steps if s is not None]
     if not reset:
         return p, []

@@ -302,8 +302,8 @@ def _print_hunt(result: Any, store: Path) -> None:
         out.print("replayed known findings: " + ", ".join(f"{k} {v}" for k, v in result.replayed.items()))
     total = result.cache_hits + result.fresh
     out.print(f"coverage: {result.covered} of {result.coverage} options judged; "
-              f"{result.probe_only} of {result.evaluations} evaluations agreed on the probe of "
-              f"fragile images alone, {result.escalated} went on to the whole corpus"
+              f"{result.probe_only} of {result.evaluations} evaluations were judged on the probe "
+              f"of fragile images alone, {result.escalated} went on to the whole corpus"
               + (f"; {result.masked} judged with a known bug reset" if result.masked else ""))
     out.print(f"cache: {result.cache_hits} of {total} steps and runs served from the cache"
               + (f" ({result.cache_hits / total:.0%})" if total else ""))
@@ -443,6 +443,19 @@ def show(
     t.add_row("pipeline as found", _pipeline_text(f["pipeline"]))
     t.add_row("minimal pipeline", _pipeline_text(f.get("minimal_pipeline")))
     t.add_row("culprit", _culprit(f.get("culprit")))
+    if f.get("culprit_uncertain"):
+        t.add_row("culprit uncertain", f["culprit_uncertain"])
+    sd = f.get("slowdown")
+    if sd:
+        against = ("the same pipeline unoptimised: " + _pipeline_text(sd["base"])
+                   if sd.get("vs") == "base" else "the source framework")
+        t.add_row("slowdown", f"{sd['factor']:.2f}× slower: {sd['seconds']:.3g} s against "
+                              f"{sd['base_seconds']:.3g} s per pass of {sd.get('batch', '?')} "
+                              f"images, timed side by side (vs {against})")
+    pr = f.get("probe")
+    if pr:
+        t.add_row("probe", f"first judged on {pr['images']} fragile images: "
+                           f"{pr['symptom'] or 'agreed'}; {pr.get('why') or ''}".rstrip("; "))
     t.add_row("fix hint", f.get("fix_hint") or "—")
     t.add_row("minimal inputs", ", ".join(f.get("failing_inputs") or []) or "—")
     if f.get("flipping_images") is not None:

@@ -44,7 +44,7 @@ from .mutate import Mutator
 from .oracle import Thresholds
 from .pipeline import Pipeline
 from .plan import CacheView, Candidate, History, Planner, mask
-from .shrink import minimize, signature_of
+from .shrink import flakiness, minimize, signature_of
 from .store import Store
 from .strategies import Space
 from .versions import stack_versions
@@ -258,6 +258,13 @@ class Hunt:
             result[f["id"]] = status
             if not still and f.get("culprit") in self.known_culprits:
                 self.known_culprits.remove(f["culprit"])
+            if still and f["signature"] not in self.findings:
+                # this campaign has met the bug too: it is its finding as well, minimized
+                # already, and masked from here on instead of being found and shrunk again
+                mine = {k: v for k, v in f.items() if k not in ("first_seen", "last_seen")}
+                mine.update(campaign=self.cid, status="confirmed", phase="replay", hits=1,
+                            replayed_from=f["id"])
+                self._store_new(mine)
             self.listener("replay", {"finding": f["id"], "status": status})
         return result
 
@@ -504,10 +511,12 @@ class Hunt:
                 extra = minimize(self.evaluator, out.pipeline,
                                  lambda what: self.listener("stage", {"what": what}),
                                  localize=self.config.localize, judge_many=self.outcomes_many,
-                                 parallel=self.parallel, target=out, known_culprit=culprit)
+                                 parallel=self.parallel, target=out, known_culprit=culprit,
+                                 check_flaky=False)
             except BudgetExhausted:
                 self._store_new(finding)  # kept unshrunk; `fuzzconv shrink ID` can finish it
                 raise
+            minimal = extra.pop("minimal_outcome")
             # The hunt's own attribution stands when the shrinker could not do better.
             if extra["culprit"] is None:
                 extra.pop("culprit")
@@ -522,6 +531,14 @@ class Hunt:
                 self._count_hit(known, out.pipeline)
                 return None
             self.aliases[provisional] = finding["signature"]
+            # Stored minimized now, so it is there to show while the cold re-runs go on.
+            fid = self._store_new(finding)
+            self.listener("stage", {"what": f"re-running {fid} cold"})
+            finding["flaky"], finding["flaky_spread"] = flakiness(
+                self.evaluator, Pipeline.from_dict(finding["minimal_pipeline"], self.ex.registry),
+                minimal)
+            self.store.upsert_finding(finding, self.cid, finding["bucket"])
+            return fid
         return self._store_new(finding)
 
     def _store_new(self, finding: dict[str, Any]) -> str:

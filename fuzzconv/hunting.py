@@ -83,11 +83,12 @@ class _Progress:
             if info.get("new_finding"):
                 self.last = f"finding {info['new_finding']}: {info['symptom']} — {info['pipeline']}"
                 if not self.enabled:
-                    self.console.print(self.last)
+                    self.console.print(self.last, highlight=False, markup=False, soft_wrap=True)
             if self.lines:
-                self.console.print(f"[{_clock(time.monotonic() - self.t0)}] {self.phase} "
-                                   f"{i_of(self.info)} {info['pipeline']}: {info['verdict']}",
-                                   highlight=False, markup=False)
+                t = int(time.monotonic() - self.t0)
+                self.console.print(f"{t // 60:02d}:{t % 60:02d} {self.phase} {i_of(self.info)} "
+                                   f"{info['pipeline']}: {info['verdict']}",
+                                   highlight=False, markup=False, soft_wrap=True)
             self.step = ""
         elif event == "plan":
             self.info["coverage"] = info["coverage"]

@@ -11,11 +11,13 @@ its chance of diverging divided by its estimated cost.
   the cache yet, and the runtime on the probe set (see :mod:`fuzzconv.evaluator`). It falls as
   prefixes get built, so the order is recomputed before every pick, and the single-option
   variants of a base that was just built come next, cheaply.
-* **Risk** (:meth:`Planner.risk`): options that diverged before in this store, on another model,
-  come first (their culprits bucket across models); then options declared to change the
-  arithmetic (reduced precision, quantisation, fast-math, layout, generated schedules:
-  :attr:`fuzzconv.registry.Operation.arithmetic`); then a new conversion chain; then other
-  untried options; options tried again and again without ever diverging anywhere come last.
+* **Risk** (:meth:`Planner.atom_risk`): options that diverged before in this store, on another
+  model, come first (their culprits bucket across models); then options declared to compute in
+  reduced precision (quantisation, float16: :attr:`fuzzconv.registry.Operation.precision`), which
+  move logits by a margin's worth; then the other options declared to change the arithmetic
+  (fast-math, fusion, layout, generated schedules: ``arithmetic``), which move them by rounding
+  errors; then a new conversion chain; then other untried options; options tried again and again
+  without ever diverging anywhere come last.
 * **Known bugs** are masked (:func:`mask`): once a culprit is known, a candidate holding it is
   judged with the culprit reset to its default, so the same bug does not answer again and again;
   a candidate that masks to one already judged is skipped.
@@ -45,8 +47,9 @@ from .registry import Registry
 from .strategies import Atom, Space
 
 # Chances of diverging, by what is known of an option (see the module docstring).
-P_DIVERGED_ELSEWHERE = 0.5
-P_ARITHMETIC = 0.3
+P_DIVERGED_ELSEWHERE = 0.6
+P_PRECISION = 0.5
+P_ARITHMETIC = 0.2
 P_CHAIN = 0.1
 P_UNTRIED = 0.05
 #: Costs below this count as this, so free candidates still order by risk.
@@ -241,6 +244,9 @@ class Planner:
         others = sorted(models - {self.space.model})
         if others:
             return P_DIVERGED_ELSEWHERE, f"diverged before on {', '.join(others[:3])}"
+        if op.reduces_precision(atom.param, value) or (
+                atom.param is None and op.optional and op.precision is True):
+            return P_PRECISION, "computes in reduced precision"
         if op.changes_arithmetic(atom.param, value) or (
                 atom.param is None and op.optional and op.arithmetic is True):
             return P_ARITHMETIC, "changes arithmetic"

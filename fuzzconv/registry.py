@@ -58,6 +58,14 @@ def family_available(family: str) -> str | None:
     return None
 
 
+def _declared(decl: bool | dict[str, list], param: str | None, value: Any) -> bool:
+    if decl is True:
+        return True
+    if not isinstance(decl, dict) or param is None:
+        return False
+    return _jsonable(value) in [_jsonable(v) for v in decl.get(param, [])]
+
+
 def _jsonable(value: Any) -> Any:
     """Normalise a parameter value so that equal values hash and compare equal."""
     if isinstance(value, tuple):
@@ -107,6 +115,9 @@ class Operation:
     # the numbers a model computes, or, per parameter, the values that do (reduced precision,
     # quantisation, fast-math, layout changes, generated schedules).
     arithmetic: bool | dict[str, list] = field(default=False, compare=False)
+    # The subset of those that compute in reduced precision (quantisation, float16): they move
+    # logits by margins' worth, where reassociation and layout move them by rounding errors.
+    precision: bool | dict[str, list] = field(default=False, compare=False)
     # The parameter values of the unoptimised form of this step or runtime (an optimisation's
     # slowdown is measured against it): e.g. ORT's graph level "disable", torch eager.
     unoptimized: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -119,11 +130,11 @@ class Operation:
     def changes_arithmetic(self, param: str | None = None, value: Any = None) -> bool:
         """Whether this step (``param`` None) or one of its parameter values is declared to
         change the arithmetic. A step declared whole counts for every value."""
-        if self.arithmetic is True:
-            return True
-        if not isinstance(self.arithmetic, dict) or param is None:
-            return False
-        return _jsonable(value) in [_jsonable(v) for v in self.arithmetic.get(param, [])]
+        return _declared(self.arithmetic, param, value) or self.reduces_precision(param, value)
+
+    def reduces_precision(self, param: str | None = None, value: Any = None) -> bool:
+        """Whether this step or parameter value is declared to compute in reduced precision."""
+        return _declared(self.precision, param, value)
 
     def unoptimized_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """``params`` with every optimisation knob at its unoptimised value."""
@@ -345,7 +356,8 @@ def register(op_kwargs: dict[str, Any], fn: Callable[..., Any]) -> Operation:
     }
     choices = {k: list(v) for k, v in op_kwargs.pop("choices").items()}
     for k in (*(op_kwargs.get("unoptimized") or {}),
-              *(op_kwargs["arithmetic"] if isinstance(op_kwargs.get("arithmetic"), dict) else ())):
+              *(op_kwargs["arithmetic"] if isinstance(op_kwargs.get("arithmetic"), dict) else ()),
+              *(op_kwargs["precision"] if isinstance(op_kwargs.get("precision"), dict) else ())):
         if k not in defaults:
             raise UsageError(f"{op_kwargs['name']}: {k!r} is not a parameter with a default")
     for k, vals in choices.items():

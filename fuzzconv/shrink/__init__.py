@@ -18,7 +18,7 @@ from .nodes import first_divergent_node
 from .reduce import reduce_subgraph
 from .pipeline import Shrinker, simplicity
 
-__all__ = ["minimize", "signature_of", "Shrinker", "simplicity"]
+__all__ = ["flakiness", "minimize", "signature_of", "Shrinker", "simplicity"]
 
 FLAKY_RERUNS = 3
 #: Images the cold re-runs judge: the probe set and up to this many of the flipping images.
@@ -39,13 +39,16 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
              say: Callable[[str], None] = lambda s: None, localize: bool = True,
              judge_many: Callable[[list[Pipeline]], list[Outcome]] | None = None,
              parallel: int = 1, target: Outcome | None = None,
-             known_culprit: dict[str, Any] | None = None) -> dict[str, Any]:
+             known_culprit: dict[str, Any] | None = None,
+             check_flaky: bool = True) -> dict[str, Any]:
     """Shrink ``pipeline`` (which must diverge) and localize what it shows.
 
     Args:
         target: ``pipeline``'s outcome when the caller has it (else it is judged).
         known_culprit: the culprit the caller proved already (a coverage variant against its
             agreeing base); it stands when the culprit search here is uncertain.
+        check_flaky: re-run the minimal case cold here (:func:`flakiness`); a caller that wants
+            the finding out sooner passes False and calls :func:`flakiness` itself.
 
     Returns the finding fields this adds: ``minimal_pipeline``, ``culprit`` (None with
     ``culprit_uncertain`` when the search could not tell), ``fix_hint``, ``failing_inputs``,
@@ -126,8 +129,10 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
         reduced = reduce_subgraph(ex, res.minimal, culprit_index, few,
                                   ex.store_dir / "reduced" / res.minimal.hash, evaluator.thresholds)
 
-    say("re-running the minimal case cold")
-    flaky, spread = _flakiness(evaluator, res.minimal, out)
+    flaky, spread = False, None
+    if check_flaky:
+        say("re-running the minimal case cold")
+        flaky, spread = flakiness(evaluator, res.minimal, out)
     fresh1, hits1 = _counts(ex)
     return {
         "minimal_pipeline": res.minimal.to_dict(),
@@ -151,10 +156,11 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
                    "steps_before": len(pipeline.steps), "steps_after": len(res.minimal.steps)},
         "shrink_fresh": fresh1 - fresh0,
         "shrink_cache_hits": hits1 - hits0,
+        "minimal_outcome": out,
     }
 
 
-def _flakiness(evaluator: Evaluator, minimal: Pipeline, out: Outcome) -> tuple[bool, dict[str, Any]]:
+def flakiness(evaluator: Evaluator, minimal: Pipeline, out: Outcome) -> tuple[bool, dict[str, Any]]:
     """Re-run the minimal case cold :data:`FLAKY_RERUNS` times on the probe set and some of its
     flipping images: it is flaky when the symptom or the set of flipping images changes.
 

@@ -83,8 +83,8 @@ class FakeExecutor:
     seconds_per_eval: float = 0.0
     # measured seconds of each fresh step and run, by name (what the cost model learns from)
     step_seconds: dict[str, float] = field(default_factory=dict)
-    # slowdown_factor[name]: a runtime named so infers this many times slower per image
-    slow_runtimes: dict[str, float] = field(default_factory=dict)
+    # (fault, factor): a pipeline the fault holds for infers this many times slower per image
+    slow_faults: list[tuple[Fault, float]] = field(default_factory=list)
     deadline: float | None = None
     listener: object = None
     calls: list[str] = field(default_factory=list)  # fresh evaluations, in order
@@ -108,6 +108,9 @@ class FakeExecutor:
     def reference(self, model: str, corpus: FakeCorpus) -> Evaluation:
         return Evaluation(self.reference_pipeline(model), self._ref_logits(corpus),
                           timings={"infer": 0.01 * len(corpus)})
+
+    def _slowness(self, p: Pipeline) -> float:
+        return max([f for fault, f in self.slow_faults if fault(p)] or [1.0])
 
     def artifact_key(self, p: Pipeline, n: int) -> str:
         return repr((p.model, p.steps[:n]))
@@ -137,7 +140,7 @@ class FakeExecutor:
             return Evaluation(p, hit.logits, hit.failure, dict(hit.timings), fresh=0,
                               cached=1 + len(p.steps))
         if repeats:
-            per = 0.01 * self.slow_runtimes.get(p.runtime.name, 1.0)
+            per = 0.01 * self._slowness(p)
             return Evaluation(p, self._ref_logits(corpus), timings={"infer": per * len(corpus)},
                               batch_seconds=[per * len(corpus)] * repeats)
         ev = self._evaluate(p, corpus)
@@ -154,7 +157,7 @@ class FakeExecutor:
                 s = p.steps[n]
                 measured.append({"op": s.name, "params": s.params, "kind": "step",
                                  "seconds": self.step_seconds.get(s.name, 1.0)})
-        per = 0.01 * self.slow_runtimes.get(p.runtime.name, 1.0)
+        per = 0.01 * self._slowness(p)
         measured += [{"op": p.runtime.name, "params": p.runtime.params, "kind": "load",
                       "seconds": self.step_seconds.get(p.runtime.name, 0.1)},
                      {"op": p.runtime.name, "params": p.runtime.params, "kind": "image",

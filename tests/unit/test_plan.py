@@ -1,0 +1,125 @@
+"""The hunt's order on fake steps: measured cost, risk, masking of known bugs, and --plan."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from fuzzconv.campaign import HuntConfig
+from fuzzconv.costs import CostModel, Measurement
+from fuzzconv.engine import Hunt
+from fuzzconv.pipeline import Pipeline
+from fuzzconv.plan import P_ARITHMETIC, P_DIVERGED_ELSEWHERE, P_PRECISION, P_UNTRIED, History
+from fuzzconv.registry import Registry
+from fuzzconv.store import Store
+
+from .fakes import FakeCorpus, FakeExecutor, fake_registry, has
+
+
+def _hunt(tmp_path, ex: FakeExecutor, store: Store | None = None, **cfg) -> Hunt:
+    store = store or Store(tmp_path)
+    config = HuntConfig(model="tiny_keras", **{"budget_s": 60.0, "localize": False, **cfg})
+    return Hunt(ex, store, config, FakeCorpus())
+
+
+def _declared(**changes) -> Registry:
+    """The fake registry with some operations' declarations changed."""
+    reg = fake_registry()
+    for name, kw in changes.items():
+        reg.ops[name.replace("__", ".")] = replace(reg.ops[name.replace("__", ".")], **kw)
+    return reg
+
+
+def _label(c) -> str:
+    return " ".join(s.label() for s in (*c.pipeline.steps, c.pipeline.runtime))
+
+
+def test_measured_costs_order_candidates_of_equal_risk(tmp_path):
+    # A first campaign measures every step: fake.to_relax is slow, fake.rewrite quick.
+    store = Store(tmp_path)
+    slow = {"fake.to_relax": 50.0, "fake.pass": 5.0, "fake.rewrite": 0.5, "fake.to_onnx": 2.0}
+    _hunt(tmp_path, FakeExecutor(step_seconds=slow), store, max_evals=40, shrink=False).run()
+    assert {r[1] for r in store.costs()} >= set(slow)
+    # A second campaign (fresh cache) estimates from those measurements.
+    plan = _hunt(tmp_path, FakeExecutor(step_seconds=slow), store, max_evals=1).coverage_plan()
+    seconds = {_label(c): c.estimate.seconds for c in plan}
+    relax = [c for c in plan if any(s.name == "fake.to_relax" for s in c.pipeline.steps)]
+    onnx = [c for c in plan if not any(s.name == "fake.to_relax" for s in c.pipeline.steps)
+            and c.pipeline.steps]
+    assert relax and onnx
+    assert all(c.estimate.basis.startswith("measured") for c in relax)
+    assert min(seconds[_label(c)] for c in relax) > 50
+    # at equal risk, every cheap candidate comes before every one that needs the slow step
+    risk = plan[0].risk
+    same = [c for c in plan if c.risk == risk]
+    order = [any(s.name == "fake.to_relax" for s in c.pipeline.steps) for c in same]
+    assert order == sorted(order)
+
+
+def test_before_any_measurement_costs_come_from_the_models_size():
+    small, large = CostModel("mobilenetv2"), CostModel("resnet101v2")
+    for kind, op in [("step", "keras.tf2onnx"), ("image", "tvm"), ("load", "ort")]:
+        a, b = small.estimate(kind, op, {}), large.estimate(kind, op, {})
+        assert a.basis == b.basis == "prior from model size"
+        assert b.seconds > a.seconds
+    # a measurement on one model is scaled to another by size
+    m = CostModel("resnet101v2", [Measurement("mobilenetv2", "ort", "{}", "image", 0.01)])
+    e = m.estimate("image", "ort", {})
+    assert e.basis.startswith("measured on mobilenetv2") and e.seconds > 0.1
+
+
+def test_reduced_precision_then_arithmetic_then_the_rest(tmp_path):
+    reg = _declared(fake__rewrite={"precision": {"level": [2]}, "arithmetic": {"level": [1]}})
+    h = _hunt(tmp_path, FakeExecutor(registry=reg), max_evals=1)
+    plan = h.coverage_plan()
+    risk = {_label(c): (c.risk, c.why) for c in plan}
+    two = next(k for k in risk if "fake.rewrite(level=2)" in k)
+    one = next(k for k in risk if "fake.rewrite(level=1)" in k)
+    assert risk[two][0] == P_PRECISION and "reduced precision" in risk[two][1]
+    assert risk[one][0] == P_ARITHMETIC and "arithmetic" in risk[one][1]
+    ranks = {_label(c): i for i, c in enumerate(plan)}
+    assert ranks[two] < ranks[one]
+    others = [c for c in plan if c.atom is not None and c.atom.op == "fake.pass"]
+    assert others and all(c.risk == P_UNTRIED for c in others)
+    assert all(ranks[_label(c)] > ranks[one] for c in others)
+
+
+def test_options_that_diverged_on_another_model_come_first_and_never_diverging_ones_last():
+    reg = fake_registry()
+    findings = [{"culprit": {"step": "fake.pass", "params": {"name": "c"}}, "model": "other",
+                 "status": "confirmed"}]
+    agreed = [("tiny_keras", Pipeline.make(reg, "tiny_keras", [("fake.to_onnx", {"opset": 17})],
+                                           "fake_ort").to_dict(), None)] * 3
+    history = History.read(reg, findings, agreed)
+    from fuzzconv.plan import Planner
+    from fuzzconv.strategies import Atom, Space
+
+    planner = Planner(Space(reg, "tiny_keras"), CostModel("tiny_keras"), history, 8)
+    r, why = planner.atom_risk(Atom("fake.pass", "name", '"c"'))
+    assert r == P_DIVERGED_ELSEWHERE and "other" in why
+    r, why = planner.atom_risk(Atom("fake.to_onnx", "opset", "17"))
+    assert r < P_UNTRIED and "3 earlier evaluations" in why
+    assert planner.atom_risk(Atom("fake.pass", "name", '"b"'))[0] == P_UNTRIED
+
+
+def test_a_known_culprit_is_reset_in_later_candidates(tmp_path):
+    # A focused hunt whose focus setting is the bug: without masking, every coverage variant
+    # of another option would carry it and show the same bug again.
+    ex = FakeExecutor(flip_faults=[has("fake.rewrite", level=2)])
+    h = _hunt(tmp_path, ex, max_evals=60, focus="fake.rewrite")
+    result = h.run()
+    (f,) = [f for f in result.findings if f["symptom"] == "label_flip"]
+    assert f["culprit"] == {"step": "fake.rewrite", "params": {"level": 2}}
+    assert f["hits"] == 1  # no evaluation after the finding showed it again
+    assert result.masked > 0
+    after = [e for e in h.store.evaluations(result.campaign) if e["seq"] > 0]
+    masked = [e for e in after if e["outcome"].get("masked")]
+    assert masked and all(e["symptom"] is None for e in masked)
+    assert all('"level": 2' not in str(e["pipeline"]) for e in masked)
+
+
+def test_plan_lists_candidates_with_estimates_and_reasons_and_runs_nothing(tmp_path):
+    ex = FakeExecutor()
+    plan = _hunt(tmp_path, ex, max_evals=5).coverage_plan()
+    assert plan and not ex.calls
+    assert all(c.estimate is not None and c.estimate.seconds > 0 and c.why for c in plan)
+    assert [c.score for c in plan] == sorted((c.score for c in plan), reverse=True)

@@ -61,8 +61,8 @@ out = Console(highlight=False, soft_wrap=True)
 
 StoreOpt = Annotated[Path, typer.Option("--store", help="Store directory (SQLite store, cache, logs).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-WideOpt = Annotated[bool, typer.Option("--wide", help="Show every column, even past the terminal's "
-                                       "width (a narrow one leaves the lesser columns out).")]
+WideOpt = Annotated[bool, typer.Option("--wide", help="Every column at full width, one line a row, "
+                                       "however wide (a narrow terminal leaves lesser columns out).")]
 PluginOpt = Annotated[Optional[list[Path]], typer.Option("--plugin", help="A plugin file (repeatable).")]
 ImagesOpt = Annotated[Optional[Path], typer.Option("--images", help="Directory of JPEG/PNG images (recursive).")]
 WeightsOpt = Annotated[str, typer.Option("--weights", help="calibrated, imagenet (from disk only) or a weights file.")]
@@ -244,7 +244,7 @@ def hunt(
     plugin: PluginOpt = None,
     focus: Annotated[Optional[str], typer.Option("--focus", help="Every pipeline contains this step.")] = None,
     store: StoreOpt = Path("fuzzconv-out"),
-    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue campaign ID.")] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue campaign ID (fuzzconv campaigns lists them).")] = None,
     weights: WeightsOpt = "calibrated",
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds per step or run.")] = None,
     max_chain: Annotated[int, typer.Option("--max-chain", help="Most conversion steps per pipeline.")] = 3,
@@ -330,6 +330,7 @@ def reports(
     sel = dict(model=model, symptom=symptom, status=status)
     with _open_store(store) as db:
         rows, n_buckets, n_findings = db.buckets(**sel, limit=page, offset=offset)
+        unfinished = [] if json_ else db.campaigns(unfinished=True)
         if json_:
             # the findings of the listed buckets, bucket by bucket, one finding a line
             sys.stdout.write("[" + ",".join("\n" + f for f in db.bucket_findings_json(
@@ -340,10 +341,7 @@ def reports(
             console.print(f"{more} more buckets: --offset {offset + len(rows)} for the next page, "
                           "--limit 0 for all")
         return
-    import time as _t
-
-    def when(t: float) -> str:
-        return _t.strftime("%Y-%m-%d %H:%M", _t.localtime(t))
+    from .liveness import resume_hints, when
 
     if not rows and offset:
         out.print(f"{n_findings} findings in {n_buckets} buckets; none past --offset {offset}")
@@ -361,6 +359,30 @@ def reports(
     if more > 0:
         out.print(f"… {more} more buckets: --offset {offset + len(rows)} for the next page, "
                   f"--limit 0 for all, --json for every finding")
+    for line in resume_hints(unfinished):
+        out.print(Text(line))
+
+
+@app.command()
+def campaigns(*, store: StoreOpt = Path("fuzzconv-out"), json_: JsonOpt = False,
+              wide: WideOpt = False) -> None:
+    """List the campaigns: status (running, done or interrupted), when last seen, work done."""
+    from .liveness import when
+
+    with _open_store(store) as db:
+        camps = db.campaigns()
+    keys = ("id", "model", "status", "recorded_status", "host", "pid", "seed", "started",
+            "finished", "last_seen", "evaluations", "findings")
+    if json_:
+        _print_json([{k: c[k] for k in keys} for c in camps])
+        return
+    cols = [Col("campaign", "name"), Col("model", "name"), Col("status", "name"), Col("last seen"),
+            Col("evaluations", drop=2), Col("findings", drop=3), Col("started", drop=4),
+            Col("host", "name", drop=5)]
+    print_table(out, cols, [[c["id"], c["model"], c["status"], when(c["last_seen"]),
+                             str(c["evaluations"]), str(c["findings"]), when(c["started"]),
+                             c["host"] or "—"] for c in camps],
+                title=f"{len(camps)} campaigns in {store}", wide=wide)
 
 
 def _culprit(c: Any) -> str:

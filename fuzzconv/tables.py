@@ -14,8 +14,9 @@ One policy for all commands (``models``, ``steps``, ``run``, ``hunt``, ``reports
   rich's own layout shrinks the widest columns below their longest word, which is how names were
   cut (``torch:mobile…``); here rich gets fixed widths and only draws.
 - **Dropping.** When the minimums do not fit, columns give way in ``drop`` order, highest first,
-  and a line under the table names them. ``drop=0`` columns (the names and IDs) always stay, and
-  ``wide`` keeps every column.
+  and a line under the table names them. ``drop=0`` columns (the names and IDs) always stay.
+- **Wide.** ``--wide`` shows every column at full width, one line a row however long (for a
+  pager, a file or grep).
 - **Never cut.** When the columns that stay do not fit either, the table is drawn wider than the
   terminal (which wraps the lines) rather than cut a name.
 """
@@ -89,7 +90,10 @@ class Folded:
         return Measurement(*self.widths()).with_maximum(options.max_width)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        width = options.max_width
+        yield self.wrap(options.max_width)
+
+    def wrap(self, width: int) -> Text:
+        """The text with a line break wherever the next piece would pass ``width``."""
         out = []
         for line, pieces in self.lines:
             cuts, used = [], 0
@@ -102,7 +106,7 @@ class Folded:
                 part.rstrip()
                 out.append(part)
         # A piece wider than the cell (only when the terminal is narrower than a word) folds.
-        yield Text("\n", overflow="fold").join(out)
+        return Text("\n", overflow="fold").join(out)
 
 
 def share(mins: Sequence[int], maxs: Sequence[int], room: int) -> list[int]:
@@ -138,8 +142,9 @@ def layout(cols: Sequence[Col], rows: Sequence[Sequence[Cell]], width: int, *,
         mins.append(max((lo for lo, _ in ranges), default=1) or 1)
         maxs.append(max((hi for _, hi in ranges), default=1) or 1)
     keep = list(range(len(cols)))
-    while (not wide and _table_width(mins[i] for i in keep) > width
-           and any(cols[i].drop for i in keep)):
+    if wide:
+        return keep, maxs, cells, heads
+    while _table_width(mins[i] for i in keep) > width and any(cols[i].drop for i in keep):
         keep.remove(max(reversed(keep), key=lambda i: cols[i].drop))
     room = max(width, _table_width(mins[i] for i in keep)) - _table_width(0 for _ in keep)
     return keep, share([mins[i] for i in keep], [maxs[i] for i in keep], room), cells, heads
@@ -155,20 +160,23 @@ def print_table(console: Console, cols: Sequence[Col], rows: Sequence[Sequence[C
         rows: one sequence of cells per row, in the order of ``cols``; a ``str`` is plain text
             (never markup), a :class:`rich.text.Text` keeps its styles.
         title: printed above the table. Defaults to none.
-        wide: keep every column, even when the table is then wider than the terminal.
+        wide: every column at full width, one line a row, however wide the table gets.
             Defaults to False.
         show_header: print the column headers. Defaults to True.
     """
     width = console.width
     keep, widths, cells, heads = layout(cols, rows, width, wide=wide,
                                         show_header=show_header)
-    table = Table(title=Text(title) if isinstance(title, str) else title,
-                  show_header=show_header)
+    need = _table_width(widths)
+    # rich would break a title only at spaces and fold a longer word (a pipeline's label is one)
+    head = None if title is None else Folded(title).wrap(need)
+    if head is not None:
+        head.overflow = None  # printed as the console prints any line
+    table = Table(title=head, show_header=show_header)
     for i, w in zip(keep, widths):
         table.add_column(heads[i], width=w)
     for row in cells:
         table.add_row(*[row[i] for i in keep])
-    need = _table_width(widths)
     if need > width:  # only to keep names whole, or asked for with --wide
         console = Console(width=need, file=console.file, highlight=False, soft_wrap=True,
                           force_terminal=console.is_terminal,

@@ -10,7 +10,8 @@ One policy for all commands (``models``, ``steps``, ``run``, ``hunt``, ``reports
   Nothing breaks inside a word unless the terminal is narrower than the word.
 - **Widths.** A column is at least as wide as its longest unbreakable piece and at most as wide as
   its longest line. The room left above the minimums goes first to the columns that need least of
-  it to show their lines whole, so short columns stay on one line and long ones fold.
+  it to show their lines whole, so short columns stay on one line and long ones fold; the rows'
+  lines come before the headers' (a folded header costs one line, a folded cell one a row).
   rich's own layout shrinks the widest columns below their longest word, which is how names were
   cut (``torch:mobile…``); here rich gets fixed widths and only draws.
 - **Dropping.** When the minimums do not fit, columns give way in ``drop`` order, highest first,
@@ -136,10 +137,11 @@ def layout(cols: Sequence[Col], rows: Sequence[Sequence[Cell]], width: int, *,
     """
     heads = [Folded(c.header, "name") for c in cols]
     cells = [[Folded(v, c.kind) for v, c in zip(row, cols)] for row in rows]
-    mins, maxs = [], []
+    mins, body, maxs = [], [], []
     for i, head in enumerate(heads):
         ranges = [r[i].widths() for r in cells] + ([head.widths()] if show_header else [])
         mins.append(max((lo for lo, _ in ranges), default=1) or 1)
+        body.append(max([mins[-1]] + [r[i].widths()[1] for r in cells]))
         maxs.append(max((hi for _, hi in ranges), default=1) or 1)
     keep = list(range(len(cols)))
     if wide:
@@ -147,7 +149,9 @@ def layout(cols: Sequence[Col], rows: Sequence[Sequence[Cell]], width: int, *,
     while _table_width(mins[i] for i in keep) > width and any(cols[i].drop for i in keep):
         keep.remove(max(reversed(keep), key=lambda i: cols[i].drop))
     room = max(width, _table_width(mins[i] for i in keep)) - _table_width(0 for _ in keep)
-    return keep, share([mins[i] for i in keep], [maxs[i] for i in keep], room), cells, heads
+    # whole lines in the rows first (a folded cell costs a line a row), then whole headers
+    widths = share([mins[i] for i in keep], [body[i] for i in keep], room)
+    return keep, share(widths, [maxs[i] for i in keep], room), cells, heads
 
 
 def print_table(console: Console, cols: Sequence[Col], rows: Sequence[Sequence[Cell]], *,

@@ -14,11 +14,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
 from .errors import UsageError
+from .tables import Col, Rows, print_table
 
 
 class _OneLineErrors(TyperGroup):
@@ -61,6 +61,8 @@ out = Console(highlight=False, soft_wrap=True)
 
 StoreOpt = Annotated[Path, typer.Option("--store", help="Store directory (SQLite store, cache, logs).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+WideOpt = Annotated[bool, typer.Option("--wide", help="Every column at full width, one line a row, "
+                                       "however wide (a narrow terminal leaves lesser columns out).")]
 PluginOpt = Annotated[Optional[list[Path]], typer.Option("--plugin", help="A plugin file (repeatable).")]
 ImagesOpt = Annotated[Optional[Path], typer.Option("--images", help="Directory of JPEG/PNG images (recursive).")]
 WeightsOpt = Annotated[str, typer.Option("--weights", help="calibrated, imagenet (from disk only) or a weights file.")]
@@ -102,6 +104,7 @@ def models(
     weights: WeightsOpt = "calibrated",
     images: ImagesOpt = None,
     store: StoreOpt = Path("fuzzconv-out"),
+    wide: WideOpt = False,
 ) -> None:
     """List the model zoo; with --check, run each model's reference and measure its predictions."""
     from .zoo import MODELS, get_model
@@ -130,15 +133,14 @@ def models(
     if json_:
         _print_json(rows)
         return
-    table = Table(title="fuzzconv models" + (f" — check on {len(corpus)} images" if check else ""))
-    cols = ["name", "source", "input_shape", "preprocessing", "classes", "weights"]
+    # column: the rank in which it gives way on a narrow terminal (0: never)
+    cols = {"name": 0, "source": 5, "input_shape": 7, "preprocessing": 6, "classes": 8, "weights": 9}
     if check:
-        cols += ["distinct_labels", "median_margin", "accuracy", "seconds"]
-    for c in cols:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*[_cell(r.get(c)) for c in cols])
-    out.print(table)
+        cols |= {"distinct_labels": 4, "median_margin": 3, "accuracy": 2, "seconds": 1}
+    print_table(out, [Col(c.replace("_", " "), "name" if c == "name" else "text", d)
+                      for c, d in cols.items()], [[_cell(r.get(c)) for c in cols] for r in rows],
+                title="fuzzconv models" + (f" — check on {len(corpus)} images" if check else ""),
+                wide=wide)
 
 
 def _cell(v: Any) -> str:
@@ -153,7 +155,7 @@ def _cell(v: Any) -> str:
 
 # -- steps ----------------------------------------------------------------------------------------
 @app.command()
-def steps(*, json_: JsonOpt = False, plugin: PluginOpt = None) -> None:
+def steps(*, json_: JsonOpt = False, plugin: PluginOpt = None, wide: WideOpt = False) -> None:
     """List every step and runtime: formats, parameter choices, and whether it runs here."""
     from .registry import family_available, fresh_registry
     from .pipeline import device_available
@@ -170,15 +172,13 @@ def steps(*, json_: JsonOpt = False, plugin: PluginOpt = None) -> None:
     if json_:
         _print_json(rows)
         return
-    table = Table(title="fuzzconv steps and runtimes")
-    for c in ("name", "kind", "from → to", "parameters (default first)", "usable here"):
-        table.add_column(c)
-    for d in rows:
-        params = "; ".join(f"{k}: {', '.join(json.dumps(v) for v in p['choices'])}"
-                           for k, p in d["params"].items())
-        table.add_row(d["name"], d["kind"], f"{d['from']} → {d['to'] or '(run)'}", params or "—",
-                      "yes" if d["usable"] else f"no: {d['why_not']}")
-    out.print(table)
+    cols = [Col("name", "name"), Col("kind", drop=2), Col("from → to", drop=1),
+            Col("parameters (default first)"), Col("usable here")]
+    cells = [[d["name"], d["kind"], f"{d['from']} → {d['to'] or '(run)'}",
+              "; ".join(f"{k}: {', '.join(json.dumps(v) for v in p['choices'])}"
+                        for k, p in d["params"].items()) or "—",
+              "yes" if d["usable"] else f"no: {d['why_not']}"] for d in rows]
+    print_table(out, cols, cells, title="fuzzconv steps and runtimes", wide=wide)
 
 
 # -- run ------------------------------------------------------------------------------------------
@@ -193,6 +193,7 @@ def run(
     plugin: PluginOpt = None,
     weights: WeightsOpt = "calibrated",
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds per step or run.")] = None,
+    wide: WideOpt = False,
 ) -> None:
     """Run one pipeline and compare it with the reference (exit 1 when it diverges)."""
     from .runner import run_pipeline
@@ -203,16 +204,16 @@ def run(
     if json_:
         _print_json(result)
     else:
-        _print_run(result)
+        _print_run(result, wide)
     raise typer.Exit(1 if result["symptom"] else 0)
 
 
-def _print_run(r: dict[str, Any]) -> None:
-    table = Table(title=r["label"], show_header=False)
-    table.add_column("what")
-    table.add_column("value")
-    verdict = r["symptom"] or "agrees"
-    table.add_row("verdict", f"[bold]{verdict}[/bold]")
+_KEY_VALUE = [Col("what", "name"), Col("value")]
+
+
+def _print_run(r: dict[str, Any], wide: bool) -> None:
+    table = Rows()
+    table.add_row("verdict", Text(r["symptom"] or "agrees", style="bold"))
     if r["error"]:
         e = r["error"]
         table.add_row("failed at", e["stage"])
@@ -226,7 +227,7 @@ def _print_run(r: dict[str, Any]) -> None:
     t = r["timings"]
     table.add_row("timings", ", ".join(f"{k} {v:.2f} s" for k, v in t.items()) or "—")
     table.add_row("cache", f"{r['cache']['hits']} hits, {r['cache']['fresh']} fresh")
-    out.print(table)
+    print_table(out, _KEY_VALUE, table, title=r["label"], show_header=False, wide=wide)
 
 
 # -- hunt -----------------------------------------------------------------------------------------
@@ -243,7 +244,7 @@ def hunt(
     plugin: PluginOpt = None,
     focus: Annotated[Optional[str], typer.Option("--focus", help="Every pipeline contains this step.")] = None,
     store: StoreOpt = Path("fuzzconv-out"),
-    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue campaign ID.")] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue campaign ID (fuzzconv campaigns lists them).")] = None,
     weights: WeightsOpt = "calibrated",
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds per step or run.")] = None,
     max_chain: Annotated[int, typer.Option("--max-chain", help="Most conversion steps per pipeline.")] = 3,
@@ -258,6 +259,7 @@ def hunt(
     ray_workers: Annotated[Optional[int], typer.Option("--ray-workers", help="Ray actors (default: one per cluster CPU).")] = None,
     cache: Annotated[Optional[Path], typer.Option("--cache", help="Cache directory (shared by Ray nodes).")] = None,
     json_: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """Search conversion paths and compiler options for divergences from the source model."""
     from .hunting import run_hunt
@@ -273,7 +275,8 @@ def hunt(
     if plan:
         from .registry import fresh_registry
 
-        _print_plan(result, fresh_registry(tuple(str(p) for p in plugin or ())), json_)  # type: ignore[arg-type]
+        _print_plan(result, fresh_registry(tuple(str(p) for p in plugin or ())), json_,  # type: ignore[arg-type]
+                    wide)
         return
     if json_:
         _print_json({"campaign": result.campaign, "evaluations": result.evaluations,
@@ -282,22 +285,22 @@ def hunt(
                      "escalated": result.escalated, "masked": result.masked,
                      "covered": result.covered, "coverage": result.coverage})
         return
-    _print_hunt(result, store)
+    _print_hunt(result, store, wide)
 
 
-def _print_hunt(result: Any, store: Path) -> None:
-    table = Table(title=f"campaign {result.campaign}: {result.evaluations} evaluations in "
-                        f"{result.elapsed:.0f} s ({result.stopped}); {len(result.findings)} findings")
-    for c in ("id", "symptom", "flip rate", "culprit", "pipeline"):
-        table.add_column(c, overflow="fold")
+def _print_hunt(result: Any, store: Path, wide: bool) -> None:
+    rows = []
     for f in result.findings:
         cul = f["culprit"]
         culprit = (cul["step"] + "(" + ",".join(f"{k}={v}" for k, v in cul["params"].items()) + ")"
                    if cul else "—")
         fr = f"{f['flip_rate']:.1%}" if f.get("flip_rate") is not None else "—"
         chain = " → ".join(s["step"] for s in f["pipeline"]["steps"]) + " ⇒ " + f["pipeline"]["runtime"]["name"]
-        table.add_row(f["id"], f["symptom"], fr, culprit, chain)
-    out.print(table)
+        rows.append([f["id"], f["symptom"], fr, culprit, chain])
+    print_table(out, [Col("id", "name"), Col("symptom", "name"), Col("flip rate", drop=2),
+                      Col("culprit"), Col("pipeline", drop=1)], rows, wide=wide,
+                title=f"campaign {result.campaign}: {result.evaluations} evaluations in "
+                      f"{result.elapsed:.0f} s ({result.stopped}); {len(result.findings)} findings")
     if result.replayed:
         out.print("replayed known findings: " + ", ".join(f"{k} {v}" for k, v in result.replayed.items()))
     total = result.cache_hits + result.fresh
@@ -316,7 +319,7 @@ def _print_hunt(result: Any, store: Path) -> None:
                   f"--resume {result.campaign} continues this one")
 
 
-def _print_plan(plan: list[Any], reg: Any, json_: bool) -> None:
+def _print_plan(plan: list[Any], reg: Any, json_: bool, wide: bool) -> None:
     rows = [{"rank": i + 1, "pipeline": c.pipeline.to_dict(), "label": c.pipeline.brief(reg),
              "estimated_seconds": round(c.estimate.seconds, 1) if c.estimate else None,
              "cost_basis": c.estimate.basis if c.estimate else None, "risk": c.risk,
@@ -325,14 +328,12 @@ def _print_plan(plan: list[Any], reg: Any, json_: bool) -> None:
         _print_json(rows)
         return
     shown = rows[:30]
-    table = Table(title=f"the hunt's first {len(shown)} of {len(rows)} coverage candidates, "
-                        "by expected findings per second")
-    for c in ("#", "pipeline", "est. s", "risk", "why"):
-        table.add_column(c, overflow="fold")
-    for r in shown:
-        table.add_row(str(r["rank"]), escape(r["label"]), f"{r['estimated_seconds']:.0f}",
-                      f"{r['risk']:.2g}", escape(f"{r['reason']}; cost {r['cost_basis']}"))
-    out.print(table)
+    print_table(out, [Col("#", "name"), Col("pipeline"), Col("est. s", "name"),
+                      Col("risk", "name", drop=2), Col("why", drop=1)],
+                [[str(r["rank"]), r["label"], f"{r['estimated_seconds']:.0f}", f"{r['risk']:.2g}",
+                  f"{r['reason']}; cost {r['cost_basis']}"] for r in shown], wide=wide,
+                title=f"the hunt's first {len(shown)} of {len(rows)} coverage candidates, by "
+                      "expected findings per second")
     if len(rows) > len(shown):
         out.print(f"… {len(rows) - len(shown)} more: --json lists them all")
 
@@ -356,6 +357,7 @@ def reports(
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip the first N buckets (the next page).")] = 0,
     store: StoreOpt = Path("fuzzconv-out"),
     json_: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """List findings, one row per bucket (same culprit step, parameters and symptom), worst first."""
     from .oracle import SYMPTOMS
@@ -369,6 +371,7 @@ def reports(
     sel = dict(model=model, symptom=symptom, status=status)
     with _open_store(store) as db:
         rows, n_buckets, n_findings = db.buckets(**sel, limit=page, offset=offset)
+        unfinished = [] if json_ else db.campaigns(unfinished=True)
         if json_:
             # the findings of the listed buckets, bucket by bucket, one finding a line
             sys.stdout.write("[" + ",".join("\n" + f for f in db.bucket_findings_json(
@@ -379,29 +382,48 @@ def reports(
             console.print(f"{more} more buckets: --offset {offset + len(rows)} for the next page, "
                           "--limit 0 for all")
         return
-    import time as _t
-
-    def when(t: float) -> str:
-        return _t.strftime("%Y-%m-%d %H:%M", _t.localtime(t))
+    from .liveness import resume_hints, when
 
     if not rows and offset:
         out.print(f"{n_findings} findings in {n_buckets} buckets; none past --offset {offset}")
         return
-    table = Table(title=f"{n_findings} findings in {n_buckets} buckets" + (
+    cols = [Col("ids", "name"), Col("symptom", "name"), Col("culprit"), Col("count", drop=5),
+            Col("worst flip", drop=4), Col("models", "name", drop=6), Col("first seen", drop=8),
+            Col("last seen", drop=7), Col("status", drop=3)]
+    cells = [[", ".join(r["ids"]) + (" …" if r["count"] > len(r["ids"]) else ""),
+              r["symptom"], _culprit(r["culprit"]), str(r["count"]),
+              f"{r['worst_flip_rate']:.1%}" if r["worst_flip_rate"] is not None else "—",
+              ", ".join(r["models"]), when(r["first_seen"]), when(r["last_seen"]), r["status"]]
+             for r in rows]
+    print_table(out, cols, cells, wide=wide, title=f"{n_findings} findings in {n_buckets} buckets" + (
         f" (buckets {offset + 1}–{offset + len(rows)} of {n_buckets})" if len(rows) < n_buckets else ""))
-    for c in ("ids", "symptom", "culprit", "count", "worst flip", "models", "first seen",
-              "last seen", "status"):
-        table.add_column(c, overflow="fold")
-    for r in rows:
-        table.add_row(", ".join(r["ids"]) + (" …" if r["count"] > len(r["ids"]) else ""),
-                      r["symptom"], _culprit(r["culprit"]), str(r["count"]),
-                      f"{r['worst_flip_rate']:.1%}" if r["worst_flip_rate"] is not None else "—",
-                      ", ".join(r["models"]), when(r["first_seen"]), when(r["last_seen"]),
-                      r["status"])
-    out.print(table)
     if more > 0:
         out.print(f"… {more} more buckets: --offset {offset + len(rows)} for the next page, "
                   f"--limit 0 for all, --json for every finding")
+    for line in resume_hints(unfinished):
+        out.print(Text(line))
+
+
+@app.command()
+def campaigns(*, store: StoreOpt = Path("fuzzconv-out"), json_: JsonOpt = False,
+              wide: WideOpt = False) -> None:
+    """List the campaigns: status (running, done or interrupted), when last seen, work done."""
+    from .liveness import when
+
+    with _open_store(store) as db:
+        camps = db.campaigns()
+    keys = ("id", "model", "status", "recorded_status", "host", "pid", "seed", "started",
+            "finished", "last_seen", "evaluations", "findings")
+    if json_:
+        _print_json([{k: c[k] for k in keys} for c in camps])
+        return
+    cols = [Col("campaign", "name"), Col("model", "name"), Col("status", "name"), Col("last seen"),
+            Col("evaluations", drop=2), Col("findings", drop=3), Col("started", drop=4),
+            Col("host", "name", drop=5)]
+    print_table(out, cols, [[c["id"], c["model"], c["status"], when(c["last_seen"]),
+                             str(c["evaluations"]), str(c["findings"]), when(c["started"]),
+                             c["host"] or "—"] for c in camps],
+                title=f"{len(camps)} campaigns in {store}", wide=wide)
 
 
 def _culprit(c: Any) -> str:
@@ -426,6 +448,7 @@ def show(
     *,
     store: StoreOpt = Path("fuzzconv-out"),
     json_: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """Show one minimized finding."""
     with _open_store(store) as db:
@@ -433,9 +456,7 @@ def show(
     if json_:
         _print_json(f)
         return
-    t = Table(title=f"{f['id']} — {f['symptom']} on {f['model']}", show_header=False)
-    t.add_column("what")
-    t.add_column("value", overflow="fold")
+    t = Rows()
     fr = f.get("flip_rate")
     t.add_row("flip rate", f"{fr:.1%} of {f['images']} images" if fr is not None else "—")
     t.add_row("signature", f["signature"])
@@ -477,7 +498,8 @@ def show(
     t.add_row("evaluations", f"hunt {ev['hunt']}, shrink {ev['shrink']} fresh, {ev['cache_hits']} cache hits")
     t.add_row("versions", ", ".join(f"{k} {v}" for k, v in f["versions"].items()))
     t.add_row("bundle", f.get("bundle") or "—")
-    out.print(t)
+    print_table(out, _KEY_VALUE, t, title=f"{f['id']} — {f['symptom']} on {f['model']}",
+                show_header=False, wide=wide)
 
 
 @app.command()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import UsageError
+from .liveness import shown_status, this_process
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS campaigns (
@@ -25,9 +26,13 @@ CREATE TABLE IF NOT EXISTS campaigns (
     seed INTEGER NOT NULL,
     config TEXT NOT NULL,
     versions TEXT NOT NULL,
-    status TEXT NOT NULL,            -- running | done | interrupted
+    status TEXT NOT NULL,            -- running | done | interrupted (as recorded; see liveness)
     started REAL NOT NULL,
-    finished REAL
+    finished REAL,
+    pid INTEGER,                     -- the process that runs it, on host, started at proc_start
+    host TEXT,
+    proc_start TEXT,
+    last_seen REAL                   -- its last evaluation or status change
 );
 CREATE TABLE IF NOT EXISTS evaluations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -83,10 +88,31 @@ CREATE INDEX IF NOT EXISTS findings_triage ON findings(bucket, status, flip_rate
                                                        last_seen, model, symptom, campaign);
 """
 
+#: Columns that campaigns gained after the first stores were written (added when missing).
+_CAMPAIGN_FACTS = {"pid": "INTEGER", "host": "TEXT", "proc_start": "TEXT", "last_seen": "REAL"}
+
 STATUSES = ("new", "confirmed", "fixed", "flaky")
 # A bucket is as alive as its most alive finding: its status is the first of these that it holds.
 _ALIVE = ("confirmed", "new", "flaky", "fixed")
 _RANK = "CASE status " + " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(_ALIVE)) + " END"
+
+
+# A campaign row with its counts; last_seen falls back on the last evaluation for campaigns
+# recorded before there was a last_seen (SELECT * then has no such column: see _campaign_row).
+_CAMPAIGN_ROWS = """SELECT c.*,
+    (SELECT COUNT(*) FROM evaluations AS e WHERE e.campaign = c.id) AS evaluations,
+    (SELECT COUNT(*) FROM findings AS f WHERE f.campaign = c.id) AS findings,
+    (SELECT MAX(e.created) FROM evaluations AS e WHERE e.campaign = c.id) AS last_evaluation
+    FROM campaigns AS c"""
+
+
+def _campaign_row(row: sqlite3.Row) -> dict[str, Any]:
+    d = {k: None for k in _CAMPAIGN_FACTS} | dict(row)
+    last = d.pop("last_evaluation")
+    d["last_seen"] = d["last_seen"] or max(t for t in (last, d["finished"], d["started"]) if t)
+    d["recorded_status"] = d["status"]
+    d["status"] = shown_status(d)
+    return d
 
 
 class Store:
@@ -103,6 +129,7 @@ class Store:
         except (sqlite3.DatabaseError, OSError) as exc:
             raise UsageError(f"cannot open the store {self.path}: {exc}") from None
         self.db.row_factory = sqlite3.Row
+        self._facts_ready = False
 
     def close(self) -> None:
         self.db.close()
@@ -114,44 +141,95 @@ class Store:
         self.close()
 
     # -- campaigns ---------------------------------------------------------------------------
+    def _campaign_facts(self) -> None:
+        """Give a store written before campaigns recorded their process the columns for it.
+
+        Only writers call this, so reading an old store (``reports``, ``show``) never changes it.
+        """
+        if self._facts_ready:
+            return
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(campaigns)")}
+        for col, kind in _CAMPAIGN_FACTS.items():
+            if col not in have:
+                try:
+                    self.db.execute(f"ALTER TABLE campaigns ADD COLUMN {col} {kind}")
+                except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                    if "duplicate column" not in str(exc):
+                        raise
+        self._facts_ready = True
+
     def new_campaign(self, model: str, seed: int, config: dict[str, Any],
                      versions: dict[str, str]) -> str:
+        self._campaign_facts()
         cid = "C-" + time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
+        me, now = this_process(), time.time()
         self.db.execute(
-            "INSERT INTO campaigns (id, model, seed, config, versions, status, started) "
-            "VALUES (?, ?, ?, ?, ?, 'running', ?)",
-            (cid, model, seed, json.dumps(config, sort_keys=True), json.dumps(versions), time.time()))
+            "INSERT INTO campaigns (id, model, seed, config, versions, status, started, pid, host,"
+            " proc_start, last_seen) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+            (cid, model, seed, json.dumps(config, sort_keys=True), json.dumps(versions), now,
+             me["pid"], me["host"], me["proc_start"], now))
         return cid
 
     def campaign(self, cid: str) -> dict[str, Any]:
-        rows = self.db.execute("SELECT * FROM campaigns WHERE id = ? OR id LIKE ?",
+        """One campaign (ID or unique prefix), its ``status`` as :func:`campaigns` shows it."""
+        rows = self.db.execute(_CAMPAIGN_ROWS + " WHERE c.id = ? OR c.id LIKE ?",
                                (cid, cid + "%")).fetchall()
         if not rows:
-            raise UsageError(f"no campaign {cid!r} in {self.path.parent}")
+            raise UsageError(f"no campaign {cid!r} in {self.path.parent} "
+                             "(fuzzconv campaigns lists them)")
         if len(rows) > 1:
             raise UsageError(f"campaign prefix {cid!r} is ambiguous ({len(rows)} match)")
-        d = dict(rows[0])
+        d = _campaign_row(rows[0])
         d["config"] = json.loads(d["config"])
         d["versions"] = json.loads(d["versions"])
         return d
 
-    def campaigns(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.db.execute("SELECT * FROM campaigns ORDER BY started")]
+    def campaigns(self, unfinished: bool = False) -> list[dict[str, Any]]:
+        """Every campaign (only those not ``done`` when ``unfinished``), oldest first, with its
+        evaluations and findings counted.
+
+        ``status`` is what is known now: a campaign recorded as ``running`` whose process on this
+        host is gone is ``interrupted`` (``recorded_status`` keeps what the store says).
+        ``last_seen`` is its last evaluation or status change.
+        """
+        where = " WHERE c.status != 'done'" if unfinished else ""
+        return [_campaign_row(r) for r in self.db.execute(_CAMPAIGN_ROWS + where
+                                                          + " ORDER BY c.started")]
 
     def set_campaign_status(self, cid: str, status: str) -> None:
-        self.db.execute("UPDATE campaigns SET status = ?, finished = ? WHERE id = ?",
-                        (status, time.time(), cid))
+        """Record a status; ``running`` (a new start or a resume) also records this process."""
+        self._campaign_facts()
+        now = time.time()
+        if status == "running":
+            me = this_process()
+            self.db.execute("UPDATE campaigns SET status = ?, finished = NULL, pid = ?, host = ?,"
+                            " proc_start = ?, last_seen = ? WHERE id = ?",
+                            (status, me["pid"], me["host"], me["proc_start"], now, cid))
+        else:
+            self.db.execute("UPDATE campaigns SET status = ?, finished = ?, last_seen = ?"
+                            " WHERE id = ?", (status, now, now, cid))
 
     # -- evaluations -------------------------------------------------------------------------
     def add_evaluation(self, cid: str, phase: str, pipeline: dict[str, Any], pipeline_hash: str,
                        symptom: str | None, outcome: dict[str, Any], timings: dict[str, float],
                        fresh: int, cached: int) -> int:
+        self._campaign_facts()
         seq = self.evaluation_count(cid)
-        cur = self.db.execute(
-            "INSERT OR IGNORE INTO evaluations (campaign, seq, phase, pipeline_hash, pipeline, symptom,"
-            " outcome, timings, fresh, cached, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (cid, seq, phase, pipeline_hash, json.dumps(pipeline, sort_keys=True), symptom,
-             json.dumps(outcome, default=str), json.dumps(timings), fresh, cached, time.time()))
+        now = time.time()
+        # One transaction: the campaign's heartbeat (last_seen, which says when a campaign whose
+        # process died was last alive) is always its last evaluation's time.
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = self.db.execute(
+                "INSERT OR IGNORE INTO evaluations (campaign, seq, phase, pipeline_hash, pipeline,"
+                " symptom, outcome, timings, fresh, cached, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (cid, seq, phase, pipeline_hash, json.dumps(pipeline, sort_keys=True), symptom,
+                 json.dumps(outcome, default=str), json.dumps(timings), fresh, cached, now))
+            self.db.execute("UPDATE campaigns SET last_seen = ? WHERE id = ?", (now, cid))
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
         return cur.lastrowid or 0
 
     def evaluation_count(self, cid: str) -> int:

@@ -3,7 +3,8 @@
 One static page that opens anywhere without a network: CSS and the table-sorting script are
 inline, charts are inline SVG generated here, images are base64 PNGs. It shows, per campaign,
 
-- a summary (model, seed, status, duration, evaluations by phase and symptom, cache use, versions);
+- a summary (model, seed, status — ``interrupted`` once its process is gone —, duration,
+  evaluations by phase and symptom, cache use, versions);
 - the findings table, sortable by clicking a column header;
 - per finding: the pipeline and culprit, its failing images (thumbnails) with the reference's and
   the minimal pipeline's top-5, and the per-node error along the path when the finding has
@@ -37,6 +38,7 @@ import numpy as np
 
 from ..campaign import HuntConfig
 from ..errors import UsageError
+from ..liveness import status_text
 from ..oracle import top_k
 from ..pipeline import Pipeline
 from ..store import Store
@@ -259,7 +261,8 @@ def _summary(camp: dict[str, Any], evals: list[dict[str, Any]], finds: list[dict
     dur = (camp["finished"] - camp["started"]) if camp.get("finished") else None
     rows = [
         ("model", f"<code>{_e(camp['model'])}</code>"),
-        ("seed · status", f"{camp['seed']} · {_e(camp['status'])}"),
+        ("seed", str(camp["seed"])),
+        ("status", _e(status_text(camp))),
         ("started · took", f"{_when(camp['started'])} · "
                            + (f"{dur:.0f} s" if dur is not None else "—")),
         ("settings", ", ".join(f"{_e(k)} {_e(json.dumps(v))}" for k, v in sorted(cfg.items())

@@ -517,6 +517,7 @@ class Hunt:
                 self._store_new(finding)  # kept unshrunk; `fuzzconv shrink ID` can finish it
                 raise
             minimal = extra.pop("minimal_outcome")
+            culprit_index = extra.pop("culprit_index")
             # The hunt's own attribution stands when the shrinker could not do better.
             if extra["culprit"] is None:
                 extra.pop("culprit")
@@ -536,7 +537,7 @@ class Hunt:
             self.listener("stage", {"what": f"re-running {fid} cold"})
             finding["flaky"], finding["flaky_spread"] = flakiness(
                 self.evaluator, Pipeline.from_dict(finding["minimal_pipeline"], self.ex.registry),
-                minimal)
+                minimal, culprit_index)
             self.store.upsert_finding(finding, self.cid, finding["bucket"])
             return fid
         return self._store_new(finding)

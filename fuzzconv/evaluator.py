@@ -200,7 +200,7 @@ class Evaluator:
         return min(rest) if rest else float("inf")
 
     # -- judging -----------------------------------------------------------------------------
-    def outcome(self, p: Pipeline, cold: bool = False, staged: bool = True,
+    def outcome(self, p: Pipeline, cold: bool | int = False, staged: bool = True,
                 eager_slowdown: bool = False) -> Outcome:
         """Judge ``p``: on the probe set first when ``staged`` (see the module docstring), on the
         whole corpus otherwise. ``eager_slowdown`` computes the unoptimised base's time when it
@@ -225,11 +225,12 @@ class Evaluator:
             self.check_slowdown(out, eager_slowdown)
         return out
 
-    def outcome_on(self, p: Pipeline, indices: list[int], cold: bool = False) -> Outcome:
-        """Judge ``p`` on the corpus images at ``indices`` only (no staging, no slowdown)."""
+    def outcome_on(self, p: Pipeline, indices: list[int], cold: bool | int = False) -> Outcome:
+        """Judge ``p`` on the corpus images at ``indices`` only (no staging, no slowdown);
+        ``cold`` as for :meth:`fuzzconv.executor.Executor.evaluate`."""
         return self._judge(p, indices, cold)
 
-    def _judge(self, p: Pipeline, indices: list[int], cold: bool) -> Outcome:
+    def _judge(self, p: Pipeline, indices: list[int], cold: bool | int) -> Outcome:
         whole = len(indices) == len(self.corpus)
         corpus = self.corpus if whole else self.corpus.subset(indices)
         ev = self.ex.evaluate(p, corpus, cold=cold)

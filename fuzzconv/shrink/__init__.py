@@ -132,7 +132,7 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
     flaky, spread = False, None
     if check_flaky:
         say("re-running the minimal case cold")
-        flaky, spread = flakiness(evaluator, res.minimal, out)
+        flaky, spread = flakiness(evaluator, res.minimal, out, culprit_index)
     fresh1, hits1 = _counts(ex)
     return {
         "minimal_pipeline": res.minimal.to_dict(),
@@ -157,20 +157,25 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
         "shrink_fresh": fresh1 - fresh0,
         "shrink_cache_hits": hits1 - hits0,
         "minimal_outcome": out,
+        "culprit_index": culprit_index,
     }
 
 
-def flakiness(evaluator: Evaluator, minimal: Pipeline, out: Outcome) -> tuple[bool, dict[str, Any]]:
+def flakiness(evaluator: Evaluator, minimal: Pipeline, out: Outcome,
+              culprit_index: int = 1) -> tuple[bool, dict[str, Any]]:
     """Re-run the minimal case cold :data:`FLAKY_RERUNS` times on the probe set and some of its
     flipping images: it is flaky when the symptom or the set of flipping images changes.
 
-    Judging a few images keeps a cold re-run of a large model affordable; they are the images
-    most likely to change (the most fragile ones and those that flipped).
+    Each re-run rebuilds from the culprit (``culprit_index``, 1-based; past the last step: the
+    runtime) and takes the artifacts before it from the cache, and judges a few images: that
+    keeps a cold re-run of a large model affordable. The images are those most likely to change
+    (the most fragile ones and those that flipped).
     """
     flipped = list((out.comparison or {}).get("flipped", []))
     picked = sorted(set(evaluator.probe_indices) | set(flipped[:FLAKY_IMAGES])) or list(
         range(min(FLAKY_IMAGES, len(evaluator.corpus))))
-    reruns = [evaluator.outcome_on(minimal, picked, cold=True) for _ in range(FLAKY_RERUNS)]
+    cold = max(1, min(culprit_index, len(minimal.steps) + 1))
+    reruns = [evaluator.outcome_on(minimal, picked, cold=cold) for _ in range(FLAKY_RERUNS)]
     keys = {r.key for r in reruns} | {out.key}
     seen = set(picked)
     sets = {tuple(sorted(r.comparison.get("flipped", []))) for r in reruns if r.comparison}

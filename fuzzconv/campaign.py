@@ -40,6 +40,23 @@ class HuntConfig:
         return dict(self.__dict__)
 
 
+@dataclass
+class HuntResult:
+    campaign: str
+    evaluations: int
+    findings: list[dict[str, Any]]
+    elapsed: float
+    stopped: str  # budget | max_evals | exhausted | interrupted
+    cache_hits: int
+    fresh: int
+    replayed: dict[str, str] = field(default_factory=dict)
+    probe_only: int = 0  # evaluations judged on the probe set alone
+    escalated: int = 0  # evaluations the probe sent to the whole corpus
+    masked: int = 0  # candidates judged with a known culprit reset
+    covered: int = 0  # coverage candidates judged
+    coverage: int = 0  # coverage candidates planned
+
+
 def bucket_of(finding: dict[str, Any]) -> str:
     """Findings with the same culprit step, parameters and symptom share a bucket, across models
     and campaigns; without a culprit, the signature alone."""

@@ -29,21 +29,18 @@ killed and not recorded, and the hunt stops.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from .campaign import HuntConfig, bucket_of
-from .costs import CostModel, Measurement
+from .campaign import HuntConfig, HuntResult, bucket_of
 from .errors import UsageError
 from .evaluator import Evaluator, Outcome
 from .executor import BudgetExhausted, Executor
 from .mutate import Mutator
 from .oracle import Thresholds
 from .pipeline import Pipeline
-from .plan import CacheView, Candidate, History, Planner, mask
+from .plan import CacheView, Candidate, Planner, mask, planner_from_store
 from .shrink import flakiness, minimize, signature_of
 from .store import Store
 from .strategies import Space
@@ -52,23 +49,6 @@ from .versions import stack_versions
 PHASES = ("replay", "coverage", "mutate")
 #: Mutants drawn per pick in the mutation phase; the best by expected findings per second runs.
 MUTANTS_PER_PICK = 6
-
-
-@dataclass
-class HuntResult:
-    campaign: str
-    evaluations: int
-    findings: list[dict[str, Any]]
-    elapsed: float
-    stopped: str  # budget | max_evals | exhausted | interrupted
-    cache_hits: int
-    fresh: int
-    replayed: dict[str, str] = field(default_factory=dict)
-    probe_only: int = 0  # evaluations judged on the probe set alone
-    escalated: int = 0  # evaluations the probe sent to the whole corpus
-    masked: int = 0  # candidates judged with a known culprit reset
-    covered: int = 0  # coverage candidates judged
-    coverage: int = 0  # coverage candidates planned
 
 
 Listener = Callable[[str, dict[str, Any]], None]
@@ -181,15 +161,9 @@ class Hunt:
 
     def make_planner(self, before: float | None = None) -> Planner:
         """The planner with what the store knew ``before`` a time (the campaign's start)."""
-        costs = CostModel(self.config.model, (
-            Measurement(m, op, params, kind, s) for m, op, params, kind, s in self.store.costs(before)))
-        findings = [f for f in self.store.findings() if before is None or f["first_seen"] < before]
-        history = History.read(self.ex.registry, findings, self.store.evaluated_pipelines(before))
-        self.known_culprits = [f["culprit"] for f in findings
-                               if f["model"] == self.config.model and f.get("culprit")
-                               and f.get("status") != "fixed"]
         first = min(self.config.probe, len(self.corpus)) or len(self.corpus)
-        return Planner(self.space, costs, history, first)
+        planner, self.known_culprits = planner_from_store(self.store, self.space, first, before)
+        return planner
 
     def _first_images(self) -> Any:
         """The images a pipeline is first judged on: the probe set, once the reference is known
@@ -205,30 +179,10 @@ class Hunt:
         assert self.planner is not None
         ref = self.ex.reference_pipeline(self.config.model).hash
         self._coverage = self.planner.coverage(exclude={ref})
-        images = self._first_images()
-        view = CacheView(self.ex.artifact_key, lambda p: self.ex.outputs_key(p, images))
-        at_start = self.store.note(self.cid, "cached_at_start") if resume and self.cid else None
-        if at_start is None:
-            at_start = self._cached_now(view, [c.pipeline for c in self._coverage])
-            if self.cid:
-                self.store.set_note(self.cid, "cached_at_start", sorted(at_start))
-        view.keys.update(at_start)
-        self.view = view
-        self.planner.cached_steps = view.cached_steps
-        self.planner.output_cached = view.output_cached
-
-    def _cached_now(self, view: CacheView, pipelines: list[Pipeline]) -> set[str]:
-        keys = set()
-        for p in pipelines:
-            for n in range(1, len(p.steps) + 1):
-                k = view.artifact_key(p, n)
-                if k not in keys and not self.ex.cached("artifacts", k):
-                    break
-                keys.add(k)
-            k = view.outputs_key(p)
-            if self.ex.cached("outputs", k):
-                keys.add(k)
-        return keys
+        self.view = CacheView.at_start(self.ex, self.store, self.cid, resume, self._first_images(),
+                                       [c.pipeline for c in self._coverage])
+        self.planner.cached_steps = self.view.cached_steps
+        self.planner.output_cached = self.view.output_cached
 
     def coverage_plan(self) -> list[Candidate]:
         """The coverage candidates in the order the hunt would take them now (nothing is run;
@@ -433,15 +387,7 @@ class Hunt:
             self._record(Candidate(cand.base, "coverage", why="base of a diverging variant"), base)
         if base is None or base.symptom is not None:
             return None, None
-        op = self.ex.registry.get(cand.atom.op)
-        changed = next(s for s in (*out.pipeline.steps, out.pipeline.runtime) if s.name == op.name)
-        if op.optional:
-            hint = f"dropping {op.name} agrees"
-        elif cand.atom.param is not None:
-            hint = f"{cand.atom.param}={json.dumps(op.defaults[cand.atom.param])} agrees"
-        else:
-            hint = f"the all-defaults {cand.base.label()} agrees"
-        return {"step": op.name, "params": changed.params}, hint
+        return cand.proven_culprit(self.ex.registry)
 
     def _known(self, signature: str) -> dict[str, Any] | None:
         return self.findings.get(self.aliases.get(signature, signature))

@@ -10,7 +10,6 @@ exception, so a campaign survives whatever a converter does.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import time
 from dataclasses import dataclass, field

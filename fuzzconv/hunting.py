@@ -10,12 +10,12 @@ from typing import Any, Iterator
 
 from rich.console import Console
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .distributed import RayJudge, WorkerSetup, use_cache_dir
-from .campaign import HuntConfig, parse_budget
-from .engine import Hunt, HuntResult
+from .campaign import HuntConfig, HuntResult, parse_budget
+from .engine import Hunt
 from .plan import Candidate
 from .errors import UsageError
 from .session import open_session
@@ -66,14 +66,16 @@ class _Progress:
                   "cache hits", f"{i['cache_hits'] / total:.0%}" if total else "—",
                   "time left", _clock(self.budget - (now - self.t0)))
         expect = f" of ~{_clock(self.expected)} expected" if self.expected else ""
-        t.add_row("now", self.now, "", "", "", "", "", "", "elapsed",
+        # pipeline labels hold brackets that rich would read as markup: plain Text throughout
+        t.add_row("now", Text(self.now), "", "", "", "", "", "", "elapsed",
                   f"{_clock(now - self.started)}{expect}")
         if self.step:
-            t.add_row("", self.step, "", "", "", "", "", "", "step", _clock(now - self.step_started))
+            t.add_row("", Text(self.step), "", "", "", "", "", "", "step",
+                      _clock(now - self.step_started))
         if self.why:
-            t.add_row("why", self.why)
+            t.add_row("why", Text(self.why))
         if self.last:
-            t.add_row("last", self.last)
+            t.add_row("last", Text(self.last))
         return t
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:

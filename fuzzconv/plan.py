@@ -40,7 +40,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .costs import CostModel, Estimate
+from .costs import CostModel, Estimate, Measurement
 from .errors import UsageError
 from .pipeline import Pipeline, Step
 from .registry import Registry
@@ -73,6 +73,21 @@ class Candidate:
     def score(self) -> float:
         seconds = self.estimate.seconds if self.estimate else MIN_SECONDS
         return self.risk / max(seconds, MIN_SECONDS)
+
+    def proven_culprit(self, reg: Registry) -> tuple[dict[str, Any], str]:
+        """The culprit and fix hint of a diverging coverage variant whose base agrees: the one
+        option it changes."""
+        assert self.atom is not None and self.base is not None
+        op = reg.get(self.atom.op)
+        p = self.pipeline
+        changed = next(s for s in (*p.steps, p.runtime) if s.name == op.name)
+        if op.optional:
+            hint = f"dropping {op.name} agrees"
+        elif self.atom.param is not None:
+            hint = f"{self.atom.param}={json.dumps(op.defaults[self.atom.param])} agrees"
+        else:
+            hint = f"the all-defaults {self.base.label()} agrees"
+        return {"step": op.name, "params": changed.params}, hint
 
     def reason(self) -> str:
         parts = [self.why]
@@ -190,6 +205,29 @@ class CacheView:
         self.artifact_key = artifact_key
         self.outputs_key = outputs_key
         self.keys: set[str] = set(at_start)
+
+    @classmethod
+    def at_start(cls, ex: Any, store: Any, cid: str, resume: bool, images: Any,
+                 pipelines: list[Pipeline]) -> "CacheView":
+        """The view of campaign ``cid``: on ``resume`` what its start recorded, else what the
+        executor's cache holds now of ``pipelines``' artifacts and of their outputs on
+        ``images`` (recorded with the campaign)."""
+        view = cls(ex.artifact_key, lambda p: ex.outputs_key(p, images))
+        keys = store.note(cid, "cached_at_start") if resume and cid else None
+        if keys is None:
+            keys = set()
+            for p in pipelines:
+                for n in range(1, len(p.steps) + 1):
+                    k = view.artifact_key(p, n)
+                    if k not in keys and not ex.cached("artifacts", k):
+                        break
+                    keys.add(k)
+                if ex.cached("outputs", view.outputs_key(p)):
+                    keys.add(view.outputs_key(p))
+            if cid:
+                store.set_note(cid, "cached_at_start", sorted(keys))
+        view.keys.update(keys)
+        return view
 
     def cached_steps(self, p: Pipeline) -> int:
         n = 0
@@ -396,6 +434,20 @@ class Planner:
             return self.space.with_focus(self.space.make(steps, runtime))
         except UsageError:
             return None
+
+
+def planner_from_store(store: Any, space: Space, images: int, before: float | None = None
+                       ) -> tuple[Planner, list[dict[str, Any]]]:
+    """A planner with what ``store`` knew ``before`` a time (the campaign's start): costs measured
+    on every model, and which options diverged or agreed. Also returns the culprits of the
+    model's unfixed findings from then (known bugs, masked in the new campaign)."""
+    costs = CostModel(space.model, (Measurement(m, op, params, kind, s)
+                                    for m, op, params, kind, s in store.costs(before)))
+    findings = [f for f in store.findings() if before is None or f["first_seen"] < before]
+    history = History.read(space.registry, findings, store.evaluated_pipelines(before))
+    known = [f["culprit"] for f in findings
+             if f["model"] == space.model and f.get("culprit") and f.get("status") != "fixed"]
+    return Planner(space, costs, history, images), known
 
 
 def _atom_label(a: Atom) -> str:

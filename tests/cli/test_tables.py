@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from fuzzconv.campaign import bucket_of
 from fuzzconv.cli import app
-from fuzzconv.engine import HuntResult
+from fuzzconv.campaign import HuntResult
 from fuzzconv.store import Store
 from fuzzconv.zoo import MODELS
 

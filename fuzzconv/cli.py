@@ -475,8 +475,9 @@ def show(
                               f"images, timed side by side (vs {against})")
     pr = f.get("probe")
     if pr:
-        t.add_row("probe", f"first judged on {pr['images']} fragile images: "
-                           f"{pr['symptom'] or 'agreed'}; {pr.get('why') or ''}".rstrip("; "))
+        then = (f"{pr['why']}, so judged on all {f['images']} images" if pr.get("escalated")
+                else f"{pr['symptom'] or 'agreed'} (not run on the rest)")
+        t.add_row("probe", f"first judged on {pr['images']} fragile images: {then}")
     t.add_row("fix hint", f.get("fix_hint") or "—")
     t.add_row("minimal inputs", ", ".join(f.get("failing_inputs") or []) or "—")
     if f.get("flipping_images") is not None:

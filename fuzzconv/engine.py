@@ -41,7 +41,7 @@ from .mutate import Mutator
 from .oracle import Thresholds
 from .pipeline import Pipeline
 from .plan import CacheView, Candidate, Planner, mask, planner_from_store
-from .shrink import flakiness, minimize, signature_of
+from .shrink import finish, minimize, signature_of
 from .store import Store
 from .strategies import Space
 from .versions import stack_versions
@@ -49,6 +49,8 @@ from .versions import stack_versions
 PHASES = ("replay", "coverage", "mutate")
 #: Mutants drawn per pick in the mutation phase; the best by expected findings per second runs.
 MUTANTS_PER_PICK = 6
+#: The last share of a hunt's budget goes to finishing its findings (see :meth:`Hunt._finish`).
+FINISH_SHARE = 0.25
 
 
 Listener = Callable[[str, dict[str, Any]], None]
@@ -93,6 +95,7 @@ class Hunt:
         self.active: set[str] = set()
         self.stored: dict[str, dict[str, Any]] = {}
         self.known_culprits: list[dict[str, Any]] = []  # of this model, from earlier campaigns
+        self.unfinished: list[tuple[str, Any]] = []  # (signature, Finishing) of minimized findings
         self.cid = ""
         self.evals = 0
         self.cache_hits = 0
@@ -140,6 +143,9 @@ class Hunt:
                 if time.monotonic() >= self.deadline:
                     stopped = "budget"
                     break
+                if self._finishing_time():
+                    self._finish()
+                    continue
                 room = self.parallel if self.config.max_evals is None else min(
                     self.parallel, self.config.max_evals - self.evals)
                 batch = self._next_round(candidates, room)
@@ -147,6 +153,8 @@ class Hunt:
                     break
                 for cand, out in zip(batch, self._outcomes(batch)):
                     self._record(cand, out)
+            while self.unfinished:
+                self._finish()
         except BudgetExhausted:
             stopped = "budget"
         except KeyboardInterrupt:
@@ -298,7 +306,7 @@ class Hunt:
                 drawn.append(cand)
                 if len(drawn) >= MUTANTS_PER_PICK:
                     break
-        ranked = self.planner.rank(drawn)
+        ranked = self.planner.rank(drawn, self._seconds_left())
         return ranked[0] if ranked else None
 
     # -- evaluation --------------------------------------------------------------------------
@@ -458,12 +466,11 @@ class Hunt:
                                  lambda what: self.listener("stage", {"what": what}),
                                  localize=self.config.localize, judge_many=self.outcomes_many,
                                  parallel=self.parallel, target=out, known_culprit=culprit,
-                                 check_flaky=False)
+                                 finish_now=False)
             except BudgetExhausted:
                 self._store_new(finding)  # kept unshrunk; `fuzzconv shrink ID` can finish it
                 raise
-            minimal = extra.pop("minimal_outcome")
-            culprit_index = extra.pop("culprit_index")
+            finishing = extra.pop("finishing")
             # The hunt's own attribution stands when the shrinker could not do better.
             if extra["culprit"] is None:
                 extra.pop("culprit")
@@ -478,15 +485,31 @@ class Hunt:
                 self._count_hit(known, out.pipeline)
                 return None
             self.aliases[provisional] = finding["signature"]
-            # Stored minimized now, so it is there to show while the cold re-runs go on.
-            fid = self._store_new(finding)
-            self.listener("stage", {"what": f"re-running {fid} cold"})
-            finding["flaky"], finding["flaky_spread"] = flakiness(
-                self.evaluator, Pipeline.from_dict(finding["minimal_pipeline"], self.ex.registry),
-                minimal, culprit_index)
-            self.store.upsert_finding(finding, self.cid, finding["bucket"])
-            return fid
+            # Stored minimized now; its reduced model and cold re-runs wait (see _finish).
+            self.unfinished.append((finding["signature"], finishing))
         return self._store_new(finding)
+
+    def _finish(self) -> None:
+        """Reduce the model and re-run cold the oldest finding that still needs it.
+
+        Finishing a finding is for filing it; trying the next candidates is for finding more,
+        so a hunt with a deadline finishes its findings in the last :data:`FINISH_SHARE` of its
+        budget (or when it runs out of candidates), and a hunt without one after its last
+        evaluation. A finding left unfinished says so (``pending``); ``fuzzconv shrink ID``
+        completes it.
+        """
+        sig, finishing = self.unfinished[0]
+        f = self.findings[sig]
+        self.listener("stage", {"what": f"finishing {f['id']}: reduced model, cold re-runs"})
+        f.update(finish(self.evaluator, finishing, f["shrink"],
+                        lambda what: self.listener("stage", {"what": f"{f['id']}: {what}"})))
+        self.unfinished.pop(0)
+        self.store.upsert_finding(f, self.cid, f["bucket"])
+
+    def _finishing_time(self) -> bool:
+        left = self._seconds_left()
+        return bool(self.unfinished) and left is not None and (
+            left < FINISH_SHARE * self.config.budget_s)
 
     def _store_new(self, finding: dict[str, Any]) -> str:
         sig = finding["signature"]

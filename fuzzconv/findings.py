@@ -60,8 +60,7 @@ def shrink_finding(store: Path, fid: str, plugins: list[Path],
         else:
             extra = minimize(ev, p, say, target=out, known_culprit=f.get("culprit"))
             f.update({k: v for k, v in extra.items()
-                      if k not in ("shrink_fresh", "shrink_cache_hits", "minimal_outcome",
-                                   "culprit_index")})
+                      if k not in ("shrink_fresh", "shrink_cache_hits")})
             f["evaluations"]["shrink"] = f["evaluations"].get("shrink", 0) + extra["shrink_fresh"]
             f["evaluations"]["cache_hits"] += extra["shrink_cache_hits"]
             if f["flaky"]:

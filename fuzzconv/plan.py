@@ -21,7 +21,7 @@ its chance of diverging divided by its estimated cost.
 * **Known bugs** are masked (:func:`mask`): once a culprit is known, a candidate holding it is
   judged with the culprit reset to its default, so the same bug does not answer again and again;
   a candidate that masks to one already judged is skipped.
-* A candidate whose estimated cost is more than twice the time left is left out: it would be
+* A candidate whose measured cost is more than twice the time left is left out: it would be
   killed at the deadline.
 
 Coverage is what it was: every operation and parameter value reachable from the model (an
@@ -313,12 +313,13 @@ class Planner:
 
     def rank(self, candidates: list[Candidate], seconds_left: float | None = None
              ) -> list[Candidate]:
-        """``candidates`` with fresh estimates, best first; those that would overrun the time
-        left (by more than twice) are left out."""
+        """``candidates`` with fresh estimates, best first; those that measurably would overrun
+        the time left (by more than twice) are left out (a prior is too rough to skip on)."""
         for c in candidates:
             c.estimate = self.estimate(c.pipeline)
         if seconds_left is not None:
-            candidates = [c for c in candidates if c.estimate.seconds <= 2 * seconds_left]
+            candidates = [c for c in candidates if c.estimate.seconds <= 2 * seconds_left
+                          or c.estimate.basis.startswith("prior")]
         return sorted(candidates, key=lambda c: (-c.score, c.pipeline.canonical_json()))
 
     # -- coverage ----------------------------------------------------------------------------

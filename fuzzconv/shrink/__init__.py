@@ -7,6 +7,7 @@ calls on a stored finding. The pieces live in :mod:`.pipeline` (the shrink passe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..evaluator import Evaluator, Outcome
@@ -18,7 +19,8 @@ from .nodes import first_divergent_node
 from .reduce import reduce_subgraph
 from .pipeline import Shrinker, simplicity
 
-__all__ = ["flakiness", "minimize", "signature_of", "Shrinker", "simplicity"]
+__all__ = ["Finishing", "finish", "flakiness", "minimize", "signature_of", "Shrinker",
+           "simplicity"]
 
 FLAKY_RERUNS = 3
 #: Images the cold re-runs judge: the probe set and up to this many of the flipping images.
@@ -40,15 +42,16 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
              judge_many: Callable[[list[Pipeline]], list[Outcome]] | None = None,
              parallel: int = 1, target: Outcome | None = None,
              known_culprit: dict[str, Any] | None = None,
-             check_flaky: bool = True) -> dict[str, Any]:
+             finish_now: bool = True) -> dict[str, Any]:
     """Shrink ``pipeline`` (which must diverge) and localize what it shows.
 
     Args:
         target: ``pipeline``'s outcome when the caller has it (else it is judged).
         known_culprit: the culprit the caller proved already (a coverage variant against its
             agreeing base); it stands when the culprit search here is uncertain.
-        check_flaky: re-run the minimal case cold here (:func:`flakiness`); a caller that wants
-            the finding out sooner passes False and calls :func:`flakiness` itself.
+        finish_now: also reduce the model and re-run the minimal case cold here
+            (:func:`finish`); a caller that wants the finding out sooner passes False, gets a
+            ``finishing`` entry (a :class:`Finishing`) and calls :func:`finish` when it can.
 
     Returns the finding fields this adds: ``minimal_pipeline``, ``culprit`` (None with
     ``culprit_uncertain`` when the search could not tell), ``fix_hint``, ``failing_inputs``,
@@ -118,23 +121,17 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
         failing, flipping = minimal_inputs(out, list(margins(ref)), names, confirm)
 
     nodes: dict[str, Any] = {}
-    reduced: dict[str, Any] = {}
+    picked = [names.index(n) for n in failing if n in names][:4] or [0]
     if localize and not slow:
         say("localizing inside the model")
-        picked = [names.index(n) for n in failing if n in names][:4] or [0]
-        few = evaluator.corpus.subset(picked)
-        nodes = (first_divergent_node(ex, res.minimal, culprit_index, few, evaluator.thresholds)
+        nodes = (first_divergent_node(ex, res.minimal, culprit_index,
+                                      evaluator.corpus.subset(picked), evaluator.thresholds)
                  if out.failure is None else
                  {"node": None, "reason": "the culprit failed: there are no outputs to compare"})
-        reduced = reduce_subgraph(ex, res.minimal, culprit_index, few,
-                                  ex.store_dir / "reduced" / res.minimal.hash, evaluator.thresholds)
-
-    flaky, spread = False, None
-    if check_flaky:
-        say("re-running the minimal case cold")
-        flaky, spread = flakiness(evaluator, res.minimal, out, culprit_index)
+    finishing = Finishing(res.minimal, out, culprit_index, picked, localize and not slow)
+    later = {} if finish_now else {"finishing": finishing, "pending": finishing.pending()}
     fresh1, hits1 = _counts(ex)
-    return {
+    extra = {
         "minimal_pipeline": res.minimal.to_dict(),
         "culprit": culprit,
         "culprit_uncertain": uncertain,
@@ -142,23 +139,64 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
         "failing_inputs": failing,
         "flipping_images": flipping,
         "signature": signature_of(out, culprit),
-        "flaky": flaky,
-        "flaky_spread": spread,
+        "flaky": False,
+        "flaky_spread": None,
         "first_divergent_node": nodes.get("node"),
         "node_errors": nodes.get("path", []),
         "node_localization": {k: v for k, v in nodes.items() if k != "path"} or None,
-        "reduced_model": reduced if reduced.get("path") else None,
-        "reduced_model_reason": reduced.get("reason"),
+        "reduced_model": None,
+        "reduced_model_reason": None,
         "slowdown": out.slowdown if slow else None,
         "shrink": {"profile": res.profile, "one_minimal": res.one_minimal, "judged": res.judged,
                    "culprit_probes": probes, "node_probes": nodes.get("probes", 0),
-                   "reduce_evaluations": reduced.get("evaluations") or 0,
-                   "steps_before": len(pipeline.steps), "steps_after": len(res.minimal.steps)},
+                   "reduce_evaluations": 0, "steps_before": len(pipeline.steps),
+                   "steps_after": len(res.minimal.steps)},
         "shrink_fresh": fresh1 - fresh0,
         "shrink_cache_hits": hits1 - hits0,
-        "minimal_outcome": out,
-        "culprit_index": culprit_index,
+        **later,
     }
+    if finish_now:
+        extra.update(finish(evaluator, finishing, extra["shrink"], say))
+    return extra
+
+
+@dataclass
+class Finishing:
+    """What is left to do for a minimized finding: the reduced model and the cold re-runs.
+
+    Attributes:
+        minimal: the minimal pipeline; outcome: its outcome; culprit_index: 1-based, past the
+        last step for the runtime; images: the corpus indices the reduction may use; reduce:
+        whether the model is to be reduced (it needs real frameworks).
+    """
+
+    minimal: Pipeline
+    outcome: Outcome
+    culprit_index: int
+    images: list[int]
+    reduce: bool = True
+
+    def pending(self) -> list[str]:
+        return (["reduced model"] if self.reduce else []) + ["cold re-runs"]
+
+
+def finish(evaluator: Evaluator, f: Finishing, shrink: dict[str, Any],
+           say: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Reduce the model (:func:`~.reduce.reduce_subgraph`) and judge flakiness
+    (:func:`flakiness`) for a minimized finding; returns the finding fields this sets
+    (``shrink`` is the finding's shrink record, updated in place)."""
+    ex = evaluator.ex
+    reduced: dict[str, Any] = {}
+    if f.reduce:
+        say("reducing the model")
+        reduced = reduce_subgraph(ex, f.minimal, f.culprit_index, evaluator.corpus.subset(f.images),
+                                  ex.store_dir / "reduced" / f.minimal.hash, evaluator.thresholds)
+    say("re-running the minimal case cold")
+    flaky, spread = flakiness(evaluator, f.minimal, f.outcome, f.culprit_index)
+    shrink["reduce_evaluations"] = reduced.get("evaluations") or 0
+    return {"reduced_model": reduced if reduced.get("path") else None,
+            "reduced_model_reason": reduced.get("reason"), "flaky": flaky,
+            "flaky_spread": spread, "pending": [], "shrink": shrink}
 
 
 def flakiness(evaluator: Evaluator, minimal: Pipeline, out: Outcome,

@@ -184,3 +184,33 @@ def test_a_hunt_finds_the_slowdown_once_the_base_is_judged_and_blames_the_option
     f = slow[0]
     assert f["culprit"] == {"step": "fake_ort", "params": {"level": "all"}}
     assert f["slowdown"]["factor"] > 3 and f["slowdown"]["base_seconds"] > 0
+
+
+def test_findings_are_stored_minimized_and_finished_after_the_search(tmp_path):
+    ex = FakeExecutor(flip_faults=[has("fake.pass", name="b")])
+    store = Store(tmp_path)
+    events: list[tuple[str, dict]] = []
+    h = Hunt(ex, store, HuntConfig(model="tiny_keras", max_evals=30, localize=False),
+             FakeCorpus(), listener=lambda e, i: events.append((e, i)))
+    result = h.run()
+    (f,) = result.findings
+    assert f["pending"] == [] and f["flaky_spread"] is not None  # finished by the end
+    found = next(i for i, (e, d) in enumerate(events) if e == "evaluated" and d["new_finding"])
+    finishing = next(i for i, (e, d) in enumerate(events)
+                     if e == "stage" and d["what"].startswith(f"finishing {f['id']}"))
+    # the search went on between the finding and its finishing
+    assert any(e == "evaluated" for e, _ in events[found + 1:finishing])
+    assert store.finding(f["id"])["pending"] == []
+
+
+def test_a_finding_the_budget_left_unfinished_says_so(tmp_path):
+    import fuzzconv.engine as engine
+
+    ex = FakeExecutor(flip_faults=[has("fake.pass", name="b")], seconds_per_eval=0.05)
+    h = Hunt(ex, Store(tmp_path), HuntConfig(model="tiny_keras", budget_s=3.0, localize=False),
+             FakeCorpus())
+    h._finish = lambda: (_ for _ in ()).throw(engine.BudgetExhausted())  # the deadline hit it
+    result = h.run()
+    (f,) = [f for f in result.findings if f["symptom"] == "label_flip"]
+    assert f["pending"] == ["cold re-runs"] and f["flaky_spread"] is None
+    assert f["minimal_pipeline"] and f["culprit"]  # minimized all the same

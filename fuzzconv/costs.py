@@ -47,20 +47,20 @@ class Prior:
 PRIORS: dict[str, dict[str, Prior]] = {
     "step": {
         "keras.tf2onnx": Prior(6.0, 0.55),
-        "keras.tflite": Prior(8.0, 0.3),
+        "keras.tflite": Prior(8.0, 0.37),
         "tflite.tf2onnx": Prior(3.0, 0.3),
         "onnx.onnx2torch": Prior(1.0, 0.05),
         "torch.onnx_export": Prior(3.0, 0.2),
         "onnx.tvm": Prior(1.0, 0.03),
         "torch.tvm": Prior(10.0, 0.3),
-        "tvm.pass": Prior(2.0, 0.05),
-        "tvm.build": Prior(3.0, 0.1),
+        "tvm.pass": Prior(2.0, 0.1),
+        "tvm.build": Prior(4.0, 0.07),
         "onnx.optimize": Prior(1.0, 0.1),
         "onnx.version": Prior(1.0, 0.1),
         "*": Prior(3.0, 0.3),
     },
     "load": {
-        "keras": Prior(3.0, 0.1),
+        "keras": Prior(2.0, 0.06),
         "tflite": Prior(0.2, 0.01),
         "ort": Prior(0.2, 0.01),
         "torch": Prior(0.5, 0.02),
@@ -68,7 +68,7 @@ PRIORS: dict[str, dict[str, Prior]] = {
         "*": Prior(1.0, 0.05),
     },
     "image": {
-        "keras": Prior(0.005, 0.02),
+        "keras": Prior(0.1, 0.04),
         "tflite": Prior(0.002, 0.009),
         "ort": Prior(0.002, 0.005),
         "torch": Prior(0.002, 0.0065),

@@ -11,13 +11,14 @@ its chance of diverging divided by its estimated cost.
   the cache yet, and the runtime on the probe set (see :mod:`fuzzconv.evaluator`). It falls as
   prefixes get built, so the order is recomputed before every pick, and the single-option
   variants of a base that was just built come next, cheaply.
-* **Risk** (:meth:`Planner.atom_risk`): options that diverged before in this store, on another
-  model, come first (their culprits bucket across models); then options declared to compute in
-  reduced precision (quantisation, float16: :attr:`fuzzconv.registry.Operation.precision`), which
-  move logits by a margin's worth; then the other options declared to change the arithmetic
-  (fast-math, fusion, layout, generated schedules: ``arithmetic``), which move them by rounding
-  errors; then a new conversion chain; then other untried options; options tried again and again
-  without ever diverging anywhere come last.
+* **Risk** (:meth:`Planner.atom_risk`): options declared to quantise (int8:
+  :attr:`fuzzconv.registry.Operation.quantization`) come first: they move logits by a margin's
+  worth nearly always; then options that diverged before in this store, on another model (their
+  culprits bucket across models); then those declared to compute in reduced precision (float16:
+  ``precision``); then the other options declared to change the arithmetic (fast-math, fusion,
+  layout, generated schedules: ``arithmetic``), which move logits by rounding errors; then a new
+  conversion chain; then other untried options; options tried again and again without ever
+  diverging anywhere come last.
 * **Known bugs** are masked (:func:`mask`): once a culprit is known, a candidate holding it is
   judged with the culprit reset to its default, so the same bug does not answer again and again;
   a candidate that masks to one already judged is skipped.
@@ -47,9 +48,11 @@ from .registry import Registry
 from .strategies import Atom, Space
 
 # Chances of diverging, by what is known of an option (see the module docstring).
+P_FOCUS = 1.0  # a setting of the focus step: what its author is testing
+P_QUANTIZATION = 0.9
 P_DIVERGED_ELSEWHERE = 0.6
 P_PRECISION = 0.5
-P_ARITHMETIC = 0.2
+P_ARITHMETIC = 0.1
 P_CHAIN = 0.1
 P_UNTRIED = 0.05
 #: Costs below this count as this, so free candidates still order by risk.
@@ -282,6 +285,9 @@ class Planner:
         others = sorted(models - {self.space.model})
         if others:
             return P_DIVERGED_ELSEWHERE, f"diverged before on {', '.join(others[:3])}"
+        if op.quantizes(atom.param, value) or (
+                atom.param is None and op.optional and op.quantization is True):
+            return P_QUANTIZATION, "quantises"
         if op.reduces_precision(atom.param, value) or (
                 atom.param is None and op.optional and op.precision is True):
             return P_PRECISION, "computes in reduced precision"
@@ -341,7 +347,7 @@ class Planner:
                     if r <= P_CHAIN:
                         r, why = P_CHAIN, "a conversion chain not judged yet"
                     if g > 0:  # a setting of the focus step: what its author is testing
-                        r, why = max(r, P_ARITHMETIC), f"{why}; focus setting"
+                        r, why = P_FOCUS, "a setting of the focus step"
                     out.append(Candidate(b, "coverage", risk=r, why=why))
         for g, bases in enumerate(groups):
             for c in self._single_option_variants(bases):

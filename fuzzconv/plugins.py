@@ -51,7 +51,8 @@ class StepContext:
 def step(name: str, *, src: str, dst: str, family: str, doc: str = "",
          devices: tuple[str, ...] = ("cpu", "cuda"), timeout: float | None = None,
          arithmetic: bool | dict[str, list] = False, precision: bool | dict[str, list] = False,
-         unoptimized: dict[str, Any] | None = None, **choices: list) -> Callable:
+         quantization: bool | dict[str, list] = False, unoptimized: dict[str, Any] | None = None,
+         **choices: list) -> Callable:
     """Register a conversion step ``fn(ctx, src: Path, dst: Path, **params) -> None``.
 
     The function reads the artifact at ``src`` and writes one at ``dst`` (the directory exists; it may
@@ -61,8 +62,10 @@ def step(name: str, *, src: str, dst: str, family: str, doc: str = "",
         arithmetic: True when the step changes the numbers the model computes, or for each
             parameter the values that do (fast-math, fusion, layout, generated schedules);
             hunts try these early. Defaults to False.
-        precision: the same for computing in reduced precision (quantisation, float16), which
-            hunts try first of all. Defaults to False.
+        precision: the same for computing in reduced precision (float16), which hunts try
+            before those. Defaults to False.
+        quantization: the same for quantising (int8 and the like), which hunts try first of all.
+            Defaults to False.
         unoptimized: for each optimisation knob, its unoptimised value: a ``slowdown`` is an
             optimisation slower than this form. Defaults to none.
     """
@@ -71,7 +74,7 @@ def step(name: str, *, src: str, dst: str, family: str, doc: str = "",
         fn.fuzzconv_op = register(dict(name=name, kind="step", src=src, dst=dst, family=family,
                                        doc=doc or _first_line(fn), devices=devices,
                                        timeout=timeout, choices=choices, arithmetic=arithmetic,
-                                       precision=precision,
+                                       precision=precision, quantization=quantization,
                                        unoptimized=dict(unoptimized or {})), fn)
         return fn
 
@@ -80,21 +83,21 @@ def step(name: str, *, src: str, dst: str, family: str, doc: str = "",
 
 def runtime(name: str, *, format: str, family: str, doc: str = "",
             devices: tuple[str, ...] = ("cpu",), arithmetic: bool | dict[str, list] = False,
-            precision: bool | dict[str, list] = False,
+            precision: bool | dict[str, list] = False, quantization: bool | dict[str, list] = False,
             unoptimized: dict[str, Any] | None = None, **choices: list) -> Callable:
     """Register a runtime ``fn(ctx, artifact: Path, **params) -> predict``.
 
     ``predict(batch: np.ndarray) -> np.ndarray`` maps a float32 batch in the model's layout to
     logits of shape ``(batch, classes)``. Loading and compiling happen before it returns, so the
-    worker can time them apart from inference. ``arithmetic``, ``precision`` and ``unoptimized``
-    are as for :func:`step`.
+    worker can time them apart from inference. ``arithmetic``, ``precision``, ``quantization``
+    and ``unoptimized`` are as for :func:`step`.
     """
 
     def deco(fn: Callable) -> Callable:
         fn.fuzzconv_op = register(dict(name=name, kind="runtime", src=format, dst=None,
                                        family=family, doc=doc or _first_line(fn),
                                        devices=devices, choices=choices, arithmetic=arithmetic,
-                                       precision=precision,
+                                       precision=precision, quantization=quantization,
                                        unoptimized=dict(unoptimized or {})), fn)
         return fn
 

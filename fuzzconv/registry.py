@@ -115,9 +115,10 @@ class Operation:
     # the numbers a model computes, or, per parameter, the values that do (reduced precision,
     # quantisation, fast-math, layout changes, generated schedules).
     arithmetic: bool | dict[str, list] = field(default=False, compare=False)
-    # The subset of those that compute in reduced precision (quantisation, float16): they move
-    # logits by margins' worth, where reassociation and layout move them by rounding errors.
+    # The subset of those that compute in reduced precision (float16) or quantise (int8): they
+    # move logits by margins' worth, where reassociation and layout move them by rounding errors.
     precision: bool | dict[str, list] = field(default=False, compare=False)
+    quantization: bool | dict[str, list] = field(default=False, compare=False)
     # The parameter values of the unoptimised form of this step or runtime (an optimisation's
     # slowdown is measured against it): e.g. ORT's graph level "disable", torch eager.
     unoptimized: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -133,8 +134,13 @@ class Operation:
         return _declared(self.arithmetic, param, value) or self.reduces_precision(param, value)
 
     def reduces_precision(self, param: str | None = None, value: Any = None) -> bool:
-        """Whether this step or parameter value is declared to compute in reduced precision."""
-        return _declared(self.precision, param, value)
+        """Whether this step or parameter value is declared to compute in reduced precision
+        (quantising included)."""
+        return _declared(self.precision, param, value) or self.quantizes(param, value)
+
+    def quantizes(self, param: str | None = None, value: Any = None) -> bool:
+        """Whether this step or parameter value is declared to quantise (to int8 and the like)."""
+        return _declared(self.quantization, param, value)
 
     def unoptimized_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """``params`` with every optimisation knob at its unoptimised value."""
@@ -357,7 +363,9 @@ def register(op_kwargs: dict[str, Any], fn: Callable[..., Any]) -> Operation:
     choices = {k: list(v) for k, v in op_kwargs.pop("choices").items()}
     for k in (*(op_kwargs.get("unoptimized") or {}),
               *(op_kwargs["arithmetic"] if isinstance(op_kwargs.get("arithmetic"), dict) else ()),
-              *(op_kwargs["precision"] if isinstance(op_kwargs.get("precision"), dict) else ())):
+              *(op_kwargs["precision"] if isinstance(op_kwargs.get("precision"), dict) else ()),
+              *(op_kwargs["quantization"] if isinstance(op_kwargs.get("quantization"), dict)
+                else ())):
         if k not in defaults:
             raise UsageError(f"{op_kwargs['name']}: {k!r} is not a parameter with a default")
     for k, vals in choices.items():

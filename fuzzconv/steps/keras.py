@@ -142,7 +142,7 @@ def keras_to_onnx(ctx: StepContext, src: Path, dst: Path, opset: int = 13,
 
 @step("keras.tflite", src="keras", dst="tflite", family="tf",
       optimizations=[[], ["DEFAULT"]], supported_types=[[], ["float16"]],
-      precision={"optimizations": [["DEFAULT"]], "supported_types": [["float16"]]})
+      quantization={"optimizations": [["DEFAULT"]]}, precision={"supported_types": [["float16"]]})
 def keras_to_tflite(ctx: StepContext, src: Path, dst: Path, optimizations: Sequence[str] = (),
                     supported_types: Sequence[str] = ()) -> None:
     """``TFLiteConverter.from_keras_model``; the input keeps a resizable batch axis.

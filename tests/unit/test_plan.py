@@ -8,7 +8,8 @@ from fuzzconv.campaign import HuntConfig
 from fuzzconv.costs import CostModel, Measurement
 from fuzzconv.engine import Hunt
 from fuzzconv.pipeline import Pipeline
-from fuzzconv.plan import P_ARITHMETIC, P_DIVERGED_ELSEWHERE, P_PRECISION, P_UNTRIED, History
+from fuzzconv.plan import (P_ARITHMETIC, P_DIVERGED_ELSEWHERE, P_PRECISION, P_QUANTIZATION,
+                           P_UNTRIED, History)
 from fuzzconv.registry import Registry
 from fuzzconv.store import Store
 
@@ -67,17 +68,20 @@ def test_before_any_measurement_costs_come_from_the_models_size():
     assert e.basis.startswith("measured on mobilenetv2") and e.seconds > 0.1
 
 
-def test_reduced_precision_then_arithmetic_then_the_rest(tmp_path):
-    reg = _declared(fake__rewrite={"precision": {"level": [2]}, "arithmetic": {"level": [1]}})
+def test_quantising_then_reduced_precision_then_arithmetic_then_the_rest(tmp_path):
+    reg = _declared(fake__rewrite={"precision": {"level": [2]}, "arithmetic": {"level": [1]}},
+                    fake__to_onnx={"quantization": {"opset": [17]}})
     h = _hunt(tmp_path, FakeExecutor(registry=reg), max_evals=1)
     plan = h.coverage_plan()
     risk = {_label(c): (c.risk, c.why) for c in plan}
+    quant = next(k for k in risk if "fake.to_onnx(opset=17)" in k)
     two = next(k for k in risk if "fake.rewrite(level=2)" in k)
     one = next(k for k in risk if "fake.rewrite(level=1)" in k)
+    assert risk[quant][0] == P_QUANTIZATION and "quantises" in risk[quant][1]
     assert risk[two][0] == P_PRECISION and "reduced precision" in risk[two][1]
     assert risk[one][0] == P_ARITHMETIC and "arithmetic" in risk[one][1]
     ranks = {_label(c): i for i, c in enumerate(plan)}
-    assert ranks[two] < ranks[one]
+    assert ranks[quant] < ranks[two] < ranks[one]
     others = [c for c in plan if c.atom is not None and c.atom.op == "fake.pass"]
     assert others and all(c.risk == P_UNTRIED for c in others)
     assert all(ranks[_label(c)] > ranks[one] for c in others)

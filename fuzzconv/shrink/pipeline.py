@@ -8,18 +8,17 @@ canonical JSON as a tie-break. A candidate is accepted only when it is strictly 
 fails with the same signature (:attr:`fuzzconv.evaluator.Outcome.key`: the symptom, and for
 crashes and timeouts the error class and the failing step), so distinct bugs never merge.
 
-The shrinker is a list of named passes, each proposing candidates from the current pipeline, run
-in order until a whole round makes no progress. Each pass counts its calls (candidates judged)
-and successes (candidates accepted); the counts are the shrink profile stored with the finding.
+The shrinker is a list of named passes (:data:`PASSES`, in the order they run: each is a method
+of :class:`Shrinker` marked with :func:`shrink_pass`, and its docstring says what it tries, what it
+costs and why it runs where it does). Each proposes candidates from the current pipeline; the
+first strictly simpler one that keeps the signature is taken, and the next pass starts from it.
+The passes run in order until a whole round makes no progress. Each pass counts its calls
+(candidates judged) and successes (candidates accepted); the counts are the shrink profile stored
+with the finding.
 
-* ``drop_step``: remove one optional (same-format) step — a TVM pass, an ONNX rewrite.
-* ``shorten_chain``: replace a run of conversions between two formats by a shorter valid chain
-  between the same formats (a round trip A→…→A becomes nothing).
-* ``reset_param``: set one parameter of one step or the runtime back to its default.
-* ``lower_opt_level``: lower ``tvm.build``'s opt_level, lowest first.
-* ``drop_disabled_passes``: remove one entry of ``disabled_passes``.
-* ``move_to_cpu``: run on the CPU instead of the GPU.
-* ``swap_runtime``: the plainest runtime for the final format, with default parameters.
+The order puts what removes most first: a dropped step or a shorter chain takes whole
+conversions and compilations out of every later candidate, which then cost less to judge;
+parameter resets and the narrower passes after them only polish what is left.
 
 Candidates are judged through the cache, so re-proposing a pipeline costs nothing. At the fixed
 point the result is 1-minimal: removing any one optional step or resetting any one parameter loses
@@ -38,6 +37,15 @@ from ..pipeline import Pipeline, Step
 from ..registry import Registry
 
 Judge = Callable[[Pipeline], Outcome]
+#: The shrink passes, by method name, in the order they run (filled by :func:`shrink_pass`).
+PASSES: list[str] = []
+
+
+def shrink_pass(fn: Callable[..., Iterator[Pipeline]]) -> Callable[..., Iterator[Pipeline]]:
+    """Mark a :class:`Shrinker` method as a shrink pass; passes run in the order they are
+    defined."""
+    PASSES.append(fn.__name__)
+    return fn
 
 
 def _non_default(reg: Registry, s: Step) -> int:
@@ -101,14 +109,7 @@ class Shrinker:
         self.fresh = 0
         self._seen: dict[str, Outcome] = {}
         self.passes: list[tuple[str, Callable[[Pipeline], Iterator[Pipeline]]]] = [
-            ("drop_step", self.drop_step),
-            ("shorten_chain", self.shorten_chain),
-            ("reset_param", self.reset_param),
-            ("lower_opt_level", self.lower_opt_level),
-            ("drop_disabled_passes", self.drop_disabled_passes),
-            ("move_to_cpu", self.move_to_cpu),
-            ("swap_runtime", self.swap_runtime),
-        ]
+            (name, getattr(self, name)) for name in PASSES]
 
     # -- judging -----------------------------------------------------------------------------
     def seed(self, p: Pipeline, out: Outcome) -> None:
@@ -199,15 +200,27 @@ class Shrinker:
                 agreeing.append((desc, c))
         return ok, agreeing
 
-    # -- passes ------------------------------------------------------------------------------
+    # -- passes, in the order they run ----------------------------------------------------------
+    @shrink_pass
     def drop_step(self, p: Pipeline) -> Iterator[Pipeline]:
+        """Remove one optional (same-format) step: a TVM pass, an ONNX rewrite, a plugin
+        transform. One candidate per such step, each cheaper to judge than the pipeline (one
+        step fewer to run, and usually a cached prefix). First, because a pass that is not
+        needed is the most common excess in a found pipeline and every later candidate gets
+        cheaper without it."""
         for i, s in enumerate(p.steps):
             if self.reg.get(s.name).optional:
                 c = self._make(p, [*p.steps[:i], *p.steps[i + 1:]])
                 if c is not None:
                     yield c
 
+    @shrink_pass
     def shorten_chain(self, p: Pipeline) -> Iterator[Pipeline]:
+        """Replace a run of conversions between two formats by a shorter chain of default
+        conversions between the same formats (a round trip A→…→A becomes nothing), longest runs
+        first. Candidates may convert afresh, so this can cost whole conversions; it runs
+        second because a shorter chain removes more than any reset could, and duplicates of
+        earlier candidates are served from the judged set."""
         fmts = [self.source] + [self.reg.get(s.name).dst for s in p.steps]
         n = len(p.steps)
         for i in range(n):
@@ -255,11 +268,19 @@ class Shrinker:
                 if c is not None:
                     yield f"{s.name} with {k}={json.dumps(defaults[k])} agrees", c
 
+    @shrink_pass
     def reset_param(self, p: Pipeline) -> Iterator[Pipeline]:
+        """Set one parameter of one step or of the runtime back to its default, one candidate
+        per non-default parameter. A reset re-runs from that step on; it runs after the
+        structural passes, on the shortest pipeline they left."""
         for _desc, c in self._resets(p):
             yield c
 
+    @shrink_pass
     def lower_opt_level(self, p: Pipeline) -> Iterator[Pipeline]:
+        """Lower ``tvm.build``'s opt_level, lowest first: a cheaper reach than resetting it to
+        its default (3) when the bug needs some optimisation but not all. One recompilation per
+        candidate."""
         for i, s in enumerate(p.steps):
             level = s.params.get("opt_level")
             if s.name != "tvm.build" or not isinstance(level, int):
@@ -270,7 +291,10 @@ class Shrinker:
                 if c is not None:
                     yield c
 
+    @shrink_pass
     def drop_disabled_passes(self, p: Pipeline) -> Iterator[Pipeline]:
+        """Take one entry out of ``disabled_passes`` (which ``reset_param`` can only clear
+        whole). One recompilation per entry; late, since few findings hold such a list."""
         for i, s in enumerate(p.steps):
             disabled = s.params.get("disabled_passes")
             if not disabled:
@@ -282,13 +306,20 @@ class Shrinker:
                 if c is not None:
                     yield c
 
+    @shrink_pass
     def move_to_cpu(self, p: Pipeline) -> Iterator[Pipeline]:
+        """Run on the CPU instead of the GPU: one candidate that rebuilds everything for the
+        CPU, so it comes after the passes that shorten the pipeline it rebuilds."""
         if p.device != "cpu":
             c = self._make(p, list(p.steps), device="cpu")
             if c is not None:
                 yield c
 
+    @shrink_pass
     def swap_runtime(self, p: Pipeline) -> Iterator[Pipeline]:
+        """The other runtimes of the final format, with default parameters: the artifact is
+        cached, so each costs one run. Last, since a bug of a conversion shows in every runtime
+        and only a runtime's own bug needs it."""
         fmt = self.reg.get(p.runtime.name).src
         for op in self.reg.runtimes_for(fmt):
             rt = Step.make(op.name, op.canonical_params({}))

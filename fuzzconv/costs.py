@@ -10,6 +10,11 @@ campaign. :class:`CostModel` estimates from those measurements, most specific fi
    rewrite every weight; multiply-accumulates per image for runtimes);
 4. before any measurement, a prior for the step scaled by the model's size (:data:`PRIORS`).
 
+A runtime's cost depends on what made its artifact as much as on its own parameters (a TVM
+library runs twenty times faster tuned than untuned), so its measurements are keyed by
+:func:`run_params`: its parameters and those of the step that made the artifact
+(``after.<name>``); an estimate prefers measurements with the same producing step.
+
 Each estimate carries its basis ("measured", "measured on X, scaled", "prior"), which
 ``fuzzconv hunt --plan`` shows. A hunt reads the measurements made before it started, so its
 decisions depend on its seed and on what its store knew then, not on timing noise during the run.
@@ -83,7 +88,24 @@ PRIOR_ADJUSTMENTS: dict[tuple[str, str, str, str], tuple[float, float]] = {
     ("load", "torch", "compile", "true"): (40.0, 1.0),  # inductor compiles on the first call
     ("load", "keras", "jit_compile", "true"): (20.0, 1.0),  # XLA compiles on the first call
     ("step", "keras.tflite", "optimizations", '["DEFAULT"]'): (0.0, 2.0),
+    # tuned schedules: within a few times ONNX Runtime instead of fifty (benchmarks/RESULTS.md)
+    ("image", "tvm", "after.tuning", '"metaschedule"'): (0.0, 0.2),
 }
+
+
+def run_params(runtime: Step, after: Step | None) -> dict[str, Any]:
+    """The parameters a runtime's load and per-image costs are keyed by: its own, and those of
+    the step that made its artifact, as ``after`` (the step's name) and ``after.<param>``."""
+    out: dict[str, Any] = dict(runtime.params)
+    if after is not None:
+        out["after"] = after.name
+        out.update({f"after.{k}": v for k, v in after.params.items()})
+    return out
+
+
+def _after_part(params_json: str) -> str:
+    params = json.loads(params_json)
+    return params_key({k: v for k, v in params.items() if k == "after" or k.startswith("after.")})
 
 
 def size_of(spec: ModelSpec, kind: str) -> float:
@@ -123,6 +145,7 @@ class CostModel:
         self.spec = get_model(model)
         self.model = model
         self._exact: dict[tuple[str, str, str], list[float]] = {}
+        self._made: dict[tuple[str, str, str], list[float]] = {}  # by the producing step
         self._op: dict[tuple[str, str], list[float]] = {}
         self._other: dict[tuple[str, str], list[tuple[float, str]]] = {}
         for m in measurements:
@@ -131,6 +154,7 @@ class CostModel:
     def add(self, m: Measurement) -> None:
         if m.model == self.model:
             self._exact.setdefault((m.kind, m.op, m.params), []).append(m.seconds)
+            self._made.setdefault((m.kind, m.op, _after_part(m.params)), []).append(m.seconds)
             self._op.setdefault((m.kind, m.op), []).append(m.seconds)
             return
         try:
@@ -147,6 +171,9 @@ class CostModel:
         exact = self._exact.get((kind, op, params_key(params)))
         if exact:
             return Estimate(statistics.median(exact), "measured")
+        made = self._made.get((kind, op, _after_part(params_key(params))))
+        if made and kind != "step":
+            return Estimate(statistics.median(made), "measured (same artifact, other parameters)")
         same = self._op.get((kind, op))
         if same:
             return Estimate(statistics.median(same), "measured (other parameters)")
@@ -165,9 +192,10 @@ class CostModel:
     def step(self, s: Step) -> Estimate:
         return self.estimate("step", s.name, s.params)
 
-    def run(self, runtime: Step, images: int) -> Estimate:
-        load = self.estimate("load", runtime.name, runtime.params)
-        per = self.estimate("image", runtime.name, runtime.params)
+    def run(self, runtime: Step, images: int, after: Step | None = None) -> Estimate:
+        params = run_params(runtime, after)
+        load = self.estimate("load", runtime.name, params)
+        per = self.estimate("image", runtime.name, params)
         basis = load.basis if load.basis == per.basis else f"{per.basis} per image"
         return Estimate(load.seconds + images * per.seconds, basis)
 
@@ -177,6 +205,7 @@ class CostModel:
         artifacts (or its outputs) are already in the cache; the basis of the largest part."""
         if output_cached:
             return Estimate(0.0, "cached")
-        parts = [self.step(s) for s in p.steps[cached_steps:]] + [self.run(p.runtime, images)]
+        parts = [self.step(s) for s in p.steps[cached_steps:]] + [
+            self.run(p.runtime, images, p.steps[-1] if p.steps else None)]
         main = max(parts, key=lambda e: e.seconds)
         return Estimate(sum(e.seconds for e in parts), main.basis)

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .cache import Cache, cache_home, key_of
+from .costs import run_params
 from .errors import UsageError
 from .pipeline import Pipeline
 from .registry import ARTIFACT_FILE, Registry
@@ -315,7 +316,8 @@ class Executor:
                 ev.timings["load"] = res["load_seconds"]
                 ev.timings["infer"] = res["infer_seconds"]
                 if not repeats:
-                    rt_params = pipeline.runtime.params
+                    rt_params = run_params(pipeline.runtime,
+                                           pipeline.steps[-1] if pipeline.steps else None)
                     ev.measured += [
                         {"op": rt.name, "params": rt_params, "kind": "load",
                          "seconds": res["load_seconds"]},

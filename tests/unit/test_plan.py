@@ -127,3 +127,22 @@ def test_plan_lists_candidates_with_estimates_and_reasons_and_runs_nothing(tmp_p
     assert plan and not ex.calls
     assert all(c.estimate is not None and c.estimate.seconds > 0 and c.why for c in plan)
     assert [c.score for c in plan] == sorted((c.score for c in plan), reverse=True)
+
+
+def test_a_runtime_is_estimated_from_runs_of_artifacts_made_the_same_way():
+    from fuzzconv.costs import params_key, run_params
+    from fuzzconv.pipeline import Step
+
+    tuned = Step.make("tvm.build", {"tuning": "metaschedule"})
+    plain = Step.make("tvm.build", {"tuning": "none"})
+    rt = Step.make("tvm", {})
+    rows = [Measurement("resnet101v2", "tvm", params_key(run_params(rt, tuned)), "image", 0.3),
+            Measurement("resnet101v2", "tvm", params_key(run_params(rt, plain)), "image", 5.0)]
+    m = CostModel("resnet101v2", rows)
+    assert m.run(rt, 1, tuned).seconds < 1 < m.run(rt, 1, plain).seconds
+    # a build setting never run falls back on every run of the runtime, and says so
+    tuned3 = Step.make("tvm.build", {"tuning": "metaschedule", "opt_level": 2})
+    assert m.run(rt, 1, tuned3).basis.startswith("measured (other parameters)")
+    # before any measurement, a tuned library's prior is a fraction of an untuned one's
+    fresh = CostModel("resnet101v2")
+    assert fresh.run(rt, 8, tuned).seconds < 0.5 * fresh.run(rt, 8, plain).seconds

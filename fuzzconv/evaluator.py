@@ -273,18 +273,24 @@ class Evaluator:
         infer = out.timings.get("infer")
         if base is None or not infer or not out.images:
             return
-        corpus = self.probe_corpus if out.stage == "probe" else self.corpus
-        eager = eager or self.slowdown_vs == "reference"  # the source framework is cheap
-        if not (eager or self.ex.output_cached(base, corpus)):
-            return
-        base_ev = self.ex.evaluate(base, corpus)
+        # Suspect it from seconds per image against the base's, from whichever of its runs is
+        # known: the reference's, or one on the probe set or the corpus.
+        per_image = infer / out.images
+        if base == self.ex.reference_pipeline(self.model):
+            base_ev = self.reference
+        else:
+            known = [c for c in (self.probe_corpus, self.corpus) if self.ex.output_cached(base, c)]
+            if not known and not eager:
+                return
+            base_ev = self.ex.evaluate(base, known[0] if known else self.probe_corpus)
         base_infer = base_ev.timings.get("infer")
-        if not base_ev.ok or not base_infer or infer < self.thresholds.slowdown * base_infer:
+        base_images = base_ev.logits.shape[0] if base_ev.logits is not None else 0
+        if not base_ev.ok or not base_infer or not base_images or (
+                per_image < self.thresholds.slowdown * base_infer / base_images):
             return
         # Time both on the first images, as many as keep a pass of the slower one short: a
         # confirmation of untuned TVM on a large model must not cost minutes.
         pool = self.probe_indices or list(range(min(PROBE_SIZE, len(self.corpus))))
-        per_image = infer / max(out.images, 1)
         n = max(1, min(len(pool), int(SLOWDOWN_PASS_SECONDS / max(per_image, 1e-9))))
         few = self.corpus.subset(pool[:n])
         t0 = time.perf_counter()

@@ -51,6 +51,7 @@ class StepContext:
 def step(name: str, *, src: str, dst: str, family: str, doc: str = "",
          devices: tuple[str, ...] = ("cpu", "cuda"), timeout: float | None = None,
          arithmetic: bool | dict[str, list] = False, unoptimized: dict[str, Any] | None = None,
+         normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
          **choices: list) -> Callable:
     """Register a conversion step ``fn(ctx, src: Path, dst: Path, **params) -> None``.
 
@@ -63,13 +64,16 @@ def step(name: str, *, src: str, dst: str, family: str, doc: str = "",
             hunts try these first. Defaults to False.
         unoptimized: for each optimisation knob, its unoptimised value: a ``slowdown`` is an
             optimisation slower than this form. Defaults to none.
+        normalize: maps canonical parameters to the equal configuration's form, so parameter
+            values that cannot differ in effect hash alike. Defaults to none.
     """
 
     def deco(fn: Callable) -> Callable:
         fn.fuzzconv_op = register(dict(name=name, kind="step", src=src, dst=dst, family=family,
                                        doc=doc or _first_line(fn), devices=devices,
                                        timeout=timeout, choices=choices, arithmetic=arithmetic,
-                                       unoptimized=dict(unoptimized or {})), fn)
+                                       unoptimized=dict(unoptimized or {}),
+                                       normalize=normalize), fn)
         return fn
 
     return deco

@@ -164,12 +164,14 @@ def record_coverage(target: str | dict[str, Any], model: str, module: str,
 
 def tuning_status(model: str, target: str | dict[str, Any] = "llvm") -> dict[str, Any] | None:
     """The index entry of ``model`` for ``target``: a complete one if any, else the one with the
-    most workloads covered; None when no tuning run covered anything of the model."""
+    largest share of workloads covered, the latest first; None when no tuning run covered
+    anything of the model."""
     modules = read_index(target)["models"].get(model)
     if not modules:
         return None
-    best = max(modules.items(), key=lambda kv: (kv[1].get("complete", False),
-                                                kv[1].get("tuned", 0) / max(kv[1].get("tasks", 1), 1)))
+    best = max(modules.items(), key=lambda kv: (
+        kv[1].get("complete", False), kv[1].get("tuned", 0) / max(kv[1].get("tasks", 1), 1),
+        kv[1].get("updated", 0.0)))
     return {"module": best[0], **best[1]}
 
 

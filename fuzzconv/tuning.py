@@ -27,6 +27,10 @@ API for the hunt (framework-free, cheap: one small JSON file read):
   ``complete``; None when the model was never tuned for the target. A build of an incomplete
   model tunes what is missing, up to :data:`BUILD_BUDGET_S` seconds.
 
+A tuned library is cached by its pipeline like any artifact: it keeps the schedules the
+database held when it was built (a build whose tuning ran out of budget keeps the kernels it did
+not reach untuned until its cache entry goes).
+
 Static batch: a tuned library takes batches of exactly :data:`TUNED_BATCH` images (MetaSchedule
 tunes static shapes only). The build records it in ``static_batch.json`` beside the library, and
 the ``tvm`` runtime feeds such a library through :func:`fixed_batches`, which splits a batch

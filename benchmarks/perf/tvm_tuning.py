@@ -112,7 +112,7 @@ def speed(model: str, store: Path, images: int, passes: int) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="resnet101v2")
+    ap.add_argument("--model", default="resnet101v2", help="model to time ('' for none)")
     ap.add_argument("--tune", default="mobilenetv2,resnet101v2,densenet121,inceptionv3",
                     help="models to tune first ('' for none)")
     ap.add_argument("--budget", default="30m")
@@ -129,8 +129,9 @@ def main() -> None:
         print(f"tuning {m} (budget {args.budget})", file=sys.stderr)
         result["tuning"].append(tune(m, args.budget, args.store))
         print("  " + json.dumps(result["tuning"][-1]), file=sys.stderr)
-    print(f"timing {args.model}", file=sys.stderr)
-    result["speed"] = speed(args.model, args.store, args.images, args.passes)
+    if args.model:
+        print(f"timing {args.model}", file=sys.stderr)
+        result["speed"] = speed(args.model, args.store, args.images, args.passes)
     result["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     text = json.dumps(result, indent=1, default=str)
     if args.json:

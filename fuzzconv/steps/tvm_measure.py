@@ -28,8 +28,6 @@ import json
 import os
 import shutil
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -94,17 +92,21 @@ def plain(obj: Any) -> Any:
 class _Pool:
     """A ``spawn`` process pool that is killed and replaced after a timeout or a crash."""
 
+    # multiprocessing and concurrent.futures are imported when a pool is made: every worker
+    # imports this module (through the registry), and only a tuning run needs them.
     def __init__(self, workers: int):
-        import multiprocessing
-
         self.workers = workers
-        self.context = multiprocessing.get_context("spawn")
-        self.pool: ProcessPoolExecutor | None = None
+        self.pool: Any = None
 
     def call(self, fns: list[tuple[Callable[..., Any], tuple]], timeout: float) -> list[Any]:
         """Run each ``(fn, args)``; an exception (or the pool dying) is that call's answer."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import TimeoutError as FutureTimeout
+
         if self.pool is None:
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=self.context)
+            self.pool = ProcessPoolExecutor(self.workers,
+                                            mp_context=multiprocessing.get_context("spawn"))
         futures = [self.pool.submit(fn, *args) for fn, args in fns]
         answers: list[Any] = []
         broken = False

@@ -1,6 +1,6 @@
 """Tuned TVM builds on the real stack: ``tvm.build(tuning="metaschedule")`` and ``fuzzconv tune``
 on ``tiny_keras``, with a handful of trials per workload (``FUZZCONV_TUNING_TRIALS``) so a
-tuning run takes about a minute. The tuning database lives in the session's private cache.
+tuning run takes about a minute. The tuning database lives in the test run's private cache.
 """
 
 from __future__ import annotations

@@ -338,6 +338,27 @@ def _print_plan(plan: list[Any], reg: Any, json_: bool, wide: bool) -> None:
         out.print(f"… {len(rows) - len(shown)} more: --json lists them all")
 
 
+# -- tune -----------------------------------------------------------------------------------------
+@app.command()
+def tune(
+    *,
+    model: Annotated[str, typer.Option("--model", help="Model to tune TVM kernels for.")],
+    target: Annotated[str, typer.Option("--target", help='llvm or a JSON dict, e.g. {"kind": "llvm", "mcpu": "x86-64-v3"}.')] = "llvm",
+    budget: Annotated[str, typer.Option("--budget", help="Tuning time: 90s, 30m, 1h.")] = "30m",
+    store: StoreOpt = Path("fuzzconv-out"),
+    json_: JsonOpt = False,
+) -> None:
+    """Tune a model's TVM kernels with MetaSchedule ahead of a hunt (tvm.build tuning=metaschedule)."""
+    from .tuner import TuneDisplay, summary, tune_model
+
+    with TuneDisplay(console) as display:
+        report = tune_model(model, target, budget, store, on_event=display, listener=display.say)
+    if json_:
+        _print_json(report)
+    else:
+        out.print(summary(report))
+
+
 # -- findings -------------------------------------------------------------------------------------
 def _open_store(store: Path) -> Any:
     from .store import Store

@@ -52,6 +52,7 @@ def step(name: str, *, src: str, dst: str, family: str, doc: str = "",
          devices: tuple[str, ...] = ("cpu", "cuda"), timeout: float | None = None,
          arithmetic: bool | dict[str, list] = False, precision: bool | dict[str, list] = False,
          quantization: bool | dict[str, list] = False, unoptimized: dict[str, Any] | None = None,
+         normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
          **choices: list) -> Callable:
     """Register a conversion step ``fn(ctx, src: Path, dst: Path, **params) -> None``.
 
@@ -68,6 +69,8 @@ def step(name: str, *, src: str, dst: str, family: str, doc: str = "",
             Defaults to False.
         unoptimized: for each optimisation knob, its unoptimised value: a ``slowdown`` is an
             optimisation slower than this form. Defaults to none.
+        normalize: maps canonical parameters to the equal configuration's form, so parameter
+            values that cannot differ in effect hash alike. Defaults to none.
     """
 
     def deco(fn: Callable) -> Callable:
@@ -75,7 +78,8 @@ def step(name: str, *, src: str, dst: str, family: str, doc: str = "",
                                        doc=doc or _first_line(fn), devices=devices,
                                        timeout=timeout, choices=choices, arithmetic=arithmetic,
                                        precision=precision, quantization=quantization,
-                                       unoptimized=dict(unoptimized or {})), fn)
+                                       unoptimized=dict(unoptimized or {}),
+                                       normalize=normalize), fn)
         return fn
 
     return deco

@@ -209,6 +209,16 @@ class Server:
             answer["image_seconds"] = per_image
         return answer
 
+    def op_tune(self, src: str, model: dict[str, Any], target: Any, budget_s: float,
+                max_trials: int, progress: str | None = None) -> dict[str, Any]:
+        """Tune the workloads of a Relax artifact into the shared database (``fuzzconv tune``),
+        appending progress lines to the file ``progress``."""
+        from .steps.tvm import load_relax
+        from .steps.tvm_tuning import module_digest, tune_relax
+
+        return tune_relax(load_relax(Path(src)), module_digest(Path(src)), model["name"], target,
+                          budget_s, max_trials, progress)
+
     def op_call(self, fn: str, kwargs: dict[str, Any]) -> Any:
         """Call ``module:function(**kwargs)`` inside this worker (localization, study helpers)."""
         mod_name, fn_name = fn.split(":")

@@ -56,7 +56,9 @@ from ..cache import cache_home
 from ..errors import UsageError
 from ..plugins import StepContext, runtime, step
 from ..registry import register
+from ..tuning import fixed_batches, read_static_batch, tuned_fuses
 from .keras import onnx_input_layout
+from .tvm_tuning import tuned_compile
 
 if TYPE_CHECKING:
     import tvm
@@ -726,18 +728,21 @@ _DISABLE = [[], ["tirx.CommonSubexprElim"], ["tirx.StorageRewrite"], ["tirx.Narr
 
 @step("tvm.build", src="relax", dst="tvm", family="tvm", timeout=1800.0,
       opt_level=[0, 1, 2, 3, 4], disabled_passes=_DISABLE, target=_TARGETS,
-      relax_pipeline=["default", "target"],
-      arithmetic={"target": [t for t in _TARGETS if t != "llvm"]},
-      unoptimized={"opt_level": 0, "relax_pipeline": "default"})
+      relax_pipeline=["default", "target"], tuning=["none", "metaschedule"],
+      arithmetic={"target": [t for t in _TARGETS if t != "llvm"], "tuning": ["metaschedule"]},
+      unoptimized={"opt_level": 0, "relax_pipeline": "default", "tuning": "none"},
+      normalize=tuned_fuses)
 def build(ctx: StepContext, src: Path, dst: Path, opt_level: int = 3,
           disabled_passes: Sequence[str] = (), target: str | dict[str, Any] = "llvm",
-          relax_pipeline: str = "default") -> None:
+          relax_pipeline: str = "default", tuning: str = "none") -> None:
     """``tvm.compile`` under ``PassContext(opt_level, disabled_pass)``, exported as a library.
 
     ``target`` is an LLVM target (a name or a JSON dict); with device cuda the model is compiled
     for CUDA and ``target`` is its host. ``relax_pipeline`` ``default`` is what ``tvm.compile``
     picks (on CPU: legalize and lower, no fusion); ``target`` is
     ``relax.get_default_pipeline(target)``, which also folds constants and fuses operators.
+    ``tuning`` ``metaschedule`` compiles with tuned schedules for a batch of one (CPU only; see
+    :mod:`fuzzconv.tuning`), always fused, so its ``relax_pipeline`` is ``target``.
     """
     import tvm
     from tvm import relax
@@ -749,8 +754,13 @@ def build(ctx: StepContext, src: Path, dst: Path, opt_level: int = 3,
     mod = load_relax(src)
     layout = _module_input_layout(ctx, mod, src.parent)
     pipeline = relax.get_default_pipeline(tgt) if relax_pipeline == "target" else "default"
-    with tvm.transform.PassContext(opt_level=int(opt_level), disabled_pass=list(disabled_passes)):
-        executable = tvm.compile(mod, target=tgt, relax_pipeline=pipeline)
+    if tuning != "none":
+        executable = tuned_compile(ctx, mod, target, tuning, int(opt_level),
+                                   list(disabled_passes), src, dst.parent)
+    else:
+        with tvm.transform.PassContext(opt_level=int(opt_level),
+                                       disabled_pass=list(disabled_passes)):
+            executable = tvm.compile(mod, target=tgt, relax_pipeline=pipeline)
     executable.export_library(str(dst))
     write_input_layout(dst.parent, layout)
 
@@ -783,4 +793,5 @@ def tvm_runtime(ctx: StepContext, artifact: Path) -> Callable[[np.ndarray], np.n
             x = np.ascontiguousarray(x.transpose(_TRANSPOSE[(model_layout, layout)]))
         return _vm_output(main(tvm.runtime.tensor(x, device=dev)))
 
-    return predict
+    batch = read_static_batch(artifact.parent)
+    return predict if batch is None else fixed_batches(predict, batch)

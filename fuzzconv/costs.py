@@ -141,9 +141,12 @@ class CostModel:
         measurements: what was measured (this model and others).
     """
 
-    def __init__(self, model: str, measurements: Iterable[Measurement] = ()):
+    def __init__(self, model: str, measurements: Iterable[Measurement] = (),
+                 registry: Any = None):
         self.spec = get_model(model)
         self.model = model
+        self.registry = registry
+        self._extra: dict[tuple[str, str], tuple[float, str] | None] = {}
         self._exact: dict[tuple[str, str, str], list[float]] = {}
         self._made: dict[tuple[str, str, str], list[float]] = {}  # by the producing step
         self._op: dict[tuple[str, str], list[float]] = {}
@@ -190,7 +193,17 @@ class CostModel:
         return Estimate(seconds, "prior from model size")
 
     def step(self, s: Step) -> Estimate:
-        return self.estimate("step", s.name, s.params)
+        """A step's estimate, plus what the step says a run costs beyond it (asked once per
+        configuration, so a campaign's view stays what it was when it started)."""
+        est = self.estimate("step", s.name, s.params)
+        op = self.registry.ops.get(s.name) if self.registry is not None else None
+        if op is None or op.cost is None:
+            return est
+        key = (s.name, s.params_json)
+        if key not in self._extra:
+            self._extra[key] = op.cost(self.model, s.params)
+        extra = self._extra[key]
+        return est if extra is None else Estimate(est.seconds + extra[0], extra[1])
 
     def run(self, runtime: Step, images: int, after: Step | None = None) -> Estimate:
         params = run_params(runtime, after)

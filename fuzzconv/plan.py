@@ -449,7 +449,8 @@ def planner_from_store(store: Any, space: Space, images: int, before: float | No
     on every model, and which options diverged or agreed. Also returns the culprits of the
     model's unfixed findings from then (known bugs, masked in the new campaign)."""
     costs = CostModel(space.model, (Measurement(m, op, params, kind, s)
-                                    for m, op, params, kind, s in store.costs(before)))
+                                    for m, op, params, kind, s in store.costs(before)),
+                      space.registry)
     findings = [f for f in store.findings() if before is None or f["first_seen"] < before]
     history = History.read(space.registry, findings, store.evaluated_pipelines(before))
     known = [f["culprit"] for f in findings

@@ -53,6 +53,7 @@ def step(name: str, *, src: str, dst: str, family: str, doc: str = "",
          arithmetic: bool | dict[str, list] = False, precision: bool | dict[str, list] = False,
          quantization: bool | dict[str, list] = False, unoptimized: dict[str, Any] | None = None,
          normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+         cost: Callable[[str, dict[str, Any]], tuple[float, str] | None] | None = None,
          **choices: list) -> Callable:
     """Register a conversion step ``fn(ctx, src: Path, dst: Path, **params) -> None``.
 
@@ -71,6 +72,9 @@ def step(name: str, *, src: str, dst: str, family: str, doc: str = "",
             optimisation slower than this form. Defaults to none.
         normalize: maps canonical parameters to the equal configuration's form, so parameter
             values that cannot differ in effect hash alike. Defaults to none.
+        cost: ``cost(model, params)`` gives seconds a run costs beyond what the hunt's cost
+            model knows, with the reason, or None (a tuned build that must tune first).
+            Called framework-free, in the orchestrator. Defaults to none.
     """
 
     def deco(fn: Callable) -> Callable:
@@ -79,7 +83,7 @@ def step(name: str, *, src: str, dst: str, family: str, doc: str = "",
                                        timeout=timeout, choices=choices, arithmetic=arithmetic,
                                        precision=precision, quantization=quantization,
                                        unoptimized=dict(unoptimized or {}),
-                                       normalize=normalize), fn)
+                                       normalize=normalize, cost=cost), fn)
         return fn
 
     return deco

@@ -122,6 +122,10 @@ class Operation:
     # The parameter values of the unoptimised form of this step or runtime (an optimisation's
     # slowdown is measured against it): e.g. ORT's graph level "disable", torch eager.
     unoptimized: dict[str, Any] = field(default_factory=dict, compare=False)
+    # Seconds a run of this step costs beyond what measurements and priors know, with the
+    # reason, or None: ``cost(model, params)`` (a tuned build tunes what its database lacks).
+    cost: Callable[[str, dict[str, Any]], tuple[float, str] | None] | None = field(
+        default=None, compare=False, repr=False)
 
     @property
     def optional(self) -> bool:

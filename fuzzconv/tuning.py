@@ -197,6 +197,14 @@ def trial_plan(costs: list[float], max_trials: int = MAX_TRIALS_PER_TASK,
     return [max(low, round(max_trials * (c / top) ** 0.5)) for c in costs]
 
 
+def tuning_cost(model: str, params: dict[str, Any]) -> tuple[float, str] | None:
+    """What a ``tvm.build`` with ``params`` costs beyond compiling: the tuning budget when the
+    database does not cover ``model`` yet, else nothing (for the hunt's cost model)."""
+    if params.get("tuning") != "metaschedule" or tuned_for(model, params.get("target", "llvm")):
+        return None
+    return build_budget_from_env(), f"tunes first: {model} is not tuned (fuzzconv tune)"
+
+
 def max_trials_from_env() -> int:
     raw = os.environ.get("FUZZCONV_TUNING_TRIALS", "").strip()
     return int(raw) if raw.isdigit() and int(raw) > 0 else MAX_TRIALS_PER_TASK

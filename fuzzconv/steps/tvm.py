@@ -56,7 +56,7 @@ from ..cache import cache_home
 from ..errors import UsageError
 from ..plugins import StepContext, runtime, step
 from ..registry import register
-from ..tuning import fixed_batches, read_static_batch, tuned_fuses
+from ..tuning import fixed_batches, read_static_batch, tuned_fuses, tuning_cost
 from .keras import onnx_input_layout
 from .tvm_tuning import tuned_compile
 
@@ -731,7 +731,7 @@ _DISABLE = [[], ["tirx.CommonSubexprElim"], ["tirx.StorageRewrite"], ["tirx.Narr
       relax_pipeline=["default", "target"], tuning=["none", "metaschedule"],
       arithmetic={"target": [t for t in _TARGETS if t != "llvm"], "tuning": ["metaschedule"]},
       unoptimized={"opt_level": 0, "relax_pipeline": "default", "tuning": "none"},
-      normalize=tuned_fuses)
+      normalize=tuned_fuses, cost=tuning_cost)
 def build(ctx: StepContext, src: Path, dst: Path, opt_level: int = 3,
           disabled_passes: Sequence[str] = (), target: str | dict[str, Any] = "llvm",
           relax_pipeline: str = "default", tuning: str = "none") -> None:

@@ -146,3 +146,17 @@ def test_a_runtime_is_estimated_from_runs_of_artifacts_made_the_same_way():
     # before any measurement, a tuned library's prior is a fraction of an untuned one's
     fresh = CostModel("resnet101v2")
     assert fresh.run(rt, 8, tuned).seconds < 0.5 * fresh.run(rt, 8, plain).seconds
+
+
+def test_a_tuned_build_before_tuning_costs_its_tuning_budget(monkeypatch):
+    import fuzzconv.tuning as tuning
+    from fuzzconv.pipeline import Step
+    from fuzzconv.registry import default_registry
+
+    reg = default_registry()
+    tuned = Step.make("tvm.build", reg.get("tvm.build").canonical_params({"tuning": "metaschedule"}))
+    monkeypatch.setattr(tuning, "tuned_for", lambda model, target="llvm": False)
+    e = CostModel("resnet101v2", registry=reg).step(tuned)
+    assert e.seconds >= tuning.BUILD_BUDGET_S and "not tuned" in e.basis
+    monkeypatch.setattr(tuning, "tuned_for", lambda model, target="llvm": True)
+    assert CostModel("resnet101v2", registry=reg).step(tuned).seconds < 60

@@ -60,7 +60,7 @@ from typing import Any
 
 from rich.console import Console
 
-from fuzzconv.engine import parse_budget
+from fuzzconv.campaign import parse_budget
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from .formats.relax import load_relax, save_relax
 from .registry import register
 
 __all__ = ["onnx_transform", "tvm_transform", "step", "runtime", "StepContext"]
@@ -96,15 +97,24 @@ def runtime(name: str, *, format: str, family: str, doc: str = "",
     return deco
 
 
+def apply_onnx_transform(transform: Callable, src: Path, dst: Path, **params: Any) -> None:
+    """What an :func:`onnx_transform` step does: the ONNX model at ``src``, transformed, at ``dst``."""
+    import onnx
+
+    onnx.save(transform(onnx.load(str(src)), **params), str(dst))
+
+
+def apply_tvm_transform(transform: Callable, src: Path, dst: Path, **params: Any) -> None:
+    """What a :func:`tvm_transform` step does: the Relax module at ``src``, transformed, at ``dst``."""
+    save_relax(transform(load_relax(src), **params), dst)
+
+
 def onnx_transform(name: str, **choices: list) -> Callable:
     """Register ``fn(model: onnx.ModelProto, **params) -> onnx.ModelProto`` as an onnx→onnx step."""
 
     def deco(fn: Callable) -> Callable:
         def run(ctx: StepContext, src: Path, dst: Path, **params: Any) -> None:
-            import onnx
-
-            model = fn(onnx.load(str(src)), **params)
-            onnx.save(model, str(dst))
+            apply_onnx_transform(fn, src, dst, **params)
 
         _copy_signature(run, fn)
         op = register(dict(name=name, kind="step", src="onnx", dst="onnx", family="ort",
@@ -121,9 +131,7 @@ def tvm_transform(name: str, **choices: list) -> Callable:
 
     def deco(fn: Callable) -> Callable:
         def run(ctx: StepContext, src: Path, dst: Path, **params: Any) -> None:
-            from .steps.tvm import load_relax, save_relax
-
-            save_relax(fn(load_relax(src), **params), dst)
+            apply_tvm_transform(fn, src, dst, **params)
 
         _copy_signature(run, fn)
         op = register(dict(name=name, kind="step", src="relax", dst="relax", family="tvm",

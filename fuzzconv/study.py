@@ -206,7 +206,8 @@ def _tvm_probe_build(disabled: Sequence[str], relax_pipeline: str,
     import tvm
     from tvm import relax
 
-    from .steps.tvm import _probe_module, _vm_output
+    from .formats.relax import vm_output
+    from .steps.tvm import _probe_module
 
     target = tvm.target.Target("llvm")
     instruments = []
@@ -222,7 +223,7 @@ def _tvm_probe_build(disabled: Sequence[str], relax_pipeline: str,
                                    instruments=instruments):
         ex = tvm.compile(_probe_module(), target=target, relax_pipeline=pipeline)
     x = np.random.default_rng(1).normal(size=(3, 12, 12, 3)).astype(np.float32)
-    return _vm_output(relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)))
+    return vm_output(relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)))
 
 
 def _probe_in_child(disabled: Sequence[str], relax_pipeline: str) -> np.ndarray | str:
@@ -257,7 +258,7 @@ def tvm_disable_plan(relax_pipeline: str = "target", refresh: bool = False) -> d
         ``{"tvm", "relax_pipeline", "passes": [[name, opt_level], ...], "disabled": [...],
         "required": [...], "probe_max_abs_diff", "searched": bool, "seconds"}``.
     """
-    from .steps.tvm import tvm_version
+    from .formats.relax import tvm_version
 
     path = cache_home() / f"tvm-disable-{tvm_version()}-{relax_pipeline}.json"
     if path.exists() and not refresh:

@@ -1143,9 +1143,9 @@ def _run_file(case: _Case, artifact: Path, inputs_file: Path, inputs: np.ndarray
 
 def _artifact_layout(case: _Case, art: Path) -> str:
     """The layout the culprit's input artifact takes (recorded beside or inside it)."""
+    from ..formats.layout import read_input_layout
+    from ..formats.torch import module_input_layout
     from ..shrink.reduce import worker_call
-    from ..steps.torch import module_input_layout
-    from ..steps.tvm import read_input_layout
 
     fmt, model_layout = case.input_format, case.spec.layout
     if fmt in ("relax", "tvm"):
@@ -1166,7 +1166,7 @@ def _output_layout(case: _Case, input_layout: str) -> str:
 
 def _add_loaders(case: _Case, art: Path, variant: _Variant) -> None:
     """``load_relax`` / ``load_torch`` for an input in fuzzconv's relax or torch format."""
-    from ..steps.torch import read_manifest
+    from ..formats.torch import read_manifest
 
     if case.input_format == "relax":
         variant.loaders.append(RELAX_LOADER)
@@ -1185,7 +1185,7 @@ def _torch_zoo_loader(architecture: str) -> tuple[str, tuple[str, ...]]:
     """``load_torch`` for a zoo artifact: the architecture's own source, then its weights."""
     import inspect
 
-    from ..zoo.torchvision_models import ARCHITECTURES
+    from ..zoo.torch_architectures import ARCHITECTURES
 
     fn = ARCHITECTURES[architecture]
     source = inspect.getsource(fn)
@@ -1476,6 +1476,6 @@ def onnx_layout(path: str) -> str | None:
     """Worker op (ort worker): the input layout a step recorded in an ONNX file, or None."""
     import onnx
 
-    from ..steps.keras import onnx_input_layout
+    from ..formats.layout import onnx_input_layout
 
     return onnx_input_layout(onnx.load(path, load_external_data=False))

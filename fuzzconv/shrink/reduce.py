@@ -66,6 +66,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..executor import Evaluation, Executor
+from ..formats.layout import onnx_input_layout, to_layout
 from ..oracle import Thresholds
 from ..pipeline import Pipeline
 from ..registry import ARTIFACT_FILE, Registry
@@ -418,10 +419,7 @@ def expose_outputs(model: "onnx.ModelProto", names: Sequence[str]) -> "onnx.Mode
 
 def onnx_feed(model: "onnx.ModelProto", x: np.ndarray, model_layout: str) -> np.ndarray:
     """A batch in the model's layout as the ONNX graph takes it (NCHW when a step recorded so)."""
-    from ..steps.keras import onnx_input_layout
-
-    if onnx_input_layout(model) == "NCHW" and model_layout == "NHWC":
-        x = x.transpose(0, 3, 1, 2)
+    x = to_layout(x, model_layout, onnx_input_layout(model) or model_layout)
     return np.ascontiguousarray(x, dtype=np.float32)
 
 

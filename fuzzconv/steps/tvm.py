@@ -1,24 +1,12 @@
 """TVM Relax steps and the ``tvm`` runtime: ONNX and PyTorch into Relax, Relax passes, compilation.
 
-apache-tvm 0.27 is Relax-only. Two artifact formats belong to this family:
-
-- ``relax`` (``module.json``): a Relax IRModule. The file is JSON holding the module as TVMScript
-  text; its tensor constants (the weights) lie beside it in ``module.constants.npz``.
-  ``tvm.ir.save_json`` is not used because with the apache-tvm-ffi this stack pins (0.1.15.post2)
-  it segfaults in ``tvm::ffi::ToJSONGraph`` on *any* TVM IR object, even an ``IntImm``
-  (0.1.14.x serialises fine), and ``script(show_meta=True)`` goes through the same code. So
-  :func:`save_relax` prints the module without metadata, where the printer writes each
-  non-scalar constant as ``metadata["ir.GenericConst"][i]``, stores those constants in printing
-  order, and :func:`load_relax` parses the text with ``metadata`` bound to the re-created
-  constants. Scalars are printed inline. Every save parses its own output back and checks it is
-  structurally equal to the module (constants compared by value), so a module that would not
-  survive the round trip fails loudly at the step that made it instead of changing silently.
-- ``tvm`` (``lib.so``): a Relax VM executable exported with ``export_library``, loaded with
-  ``tvm.runtime.load_module`` and run by ``relax.VirtualMachine``; entry function ``main``.
+apache-tvm 0.27 is Relax-only. Its two artifact formats, ``relax`` (a Relax IRModule as TVMScript
+text, ``module.json``) and ``tvm`` (a compiled library, ``lib.so``), are described and read in
+:mod:`fuzzconv.formats.relax`.
 
 Input layout: ``keras.tf2onnx(inputs_as_nchw=True)`` makes an NCHW ONNX input for an NHWC model
-(``fuzzconv.input_layout`` in the ONNX metadata, see :mod:`fuzzconv.steps.keras`), and onnx2torch
-keeps that in its manifest. The importing steps record the layout the module takes in
+(recorded in the ONNX metadata, see :mod:`fuzzconv.formats.layout`), and onnx2torch keeps that in
+its manifest. The importing steps record the layout the module takes in
 ``layout.json`` beside the artifact; ``tvm.pass`` and ``tvm.build`` copy it on, and the runtime
 transposes the batches it is given (always in the model's own layout) to it. A relax artifact
 without the file (one written by a ``tvm_transform`` plugin) gets its layout from the shape of
@@ -46,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -54,122 +41,18 @@ import numpy as np
 
 from ..cache import cache_home
 from ..errors import UsageError
+from ..formats.layout import (image_shape, onnx_input_layout, read_input_layout, to_layout,
+                              write_input_layout)
+from ..formats.relax import load_relax, save_relax, tvm_version, vm_output
+from ..formats.torch import load_torch_module, module_input_layout
 from ..plugins import StepContext, runtime, step
 from ..registry import register
-from .keras import onnx_input_layout
 
 if TYPE_CHECKING:
     import tvm
 
-RELAX_FORMAT = "fuzzconv.relax"
-RELAX_VERSION = 1
-LAYOUT_FILE = "layout.json"
-_TRANSPOSE = {("NHWC", "NCHW"): (0, 3, 1, 2), ("NCHW", "NHWC"): (0, 2, 3, 1)}
-# How the TVMScript printer refers to an object it does not print inline.
-_META_REF = re.compile(r'metadata\["([^"]+)"\]\[(\d+)\]')
-# The printer writes non-finite scalar constants as R.const("inf", "float32") (also "-inf",
-# "nan"), which its own parser refuses ("value has to be scalar or Tensor"); ONNX Clip imports
-# into exactly such constants. They are rewritten to names bound at parse time.
-_NONFINITE = re.compile(r'R\.const\("(-?)(inf|nan)", ')
 
-
-# -- relax artifacts ---------------------------------------------------------------------------
-def _constants_path(path: Path) -> Path:
-    return path.parent / f"{path.stem}.constants.npz"
-
-
-def _printed_constants(mod: "tvm.IRModule", text: str) -> list:
-    """The module's tensor constants in the order the printer numbered them in ``text``.
-
-    The printer numbers constants as it first meets them, walking functions in the order it
-    prints them and each function's bindings in order; scalars it prints inline.
-    """
-    from tvm import relax
-
-    found: list = []
-
-    @relax.expr_functor.visitor
-    class _Collect(relax.PyExprVisitor):
-        def visit_generic_const_(self, op: Any) -> None:
-            if getattr(op.ty, "ndim", 0) != 0 and not any(op.same_as(c) for c in found):
-                found.append(op)
-
-    funcs = [(text.find(f"def {gv.name_hint}("), fn) for gv, fn in mod.functions_items()
-             if isinstance(fn, relax.Function)]
-    for _, fn in sorted(funcs, key=lambda t: t[0]):
-        _Collect().visit_expr(fn)
-    return found
-
-
-def _parse_relax(text: str, arrays: list[np.ndarray]) -> "tvm.IRModule":
-    import tvm
-    from tvm import relax
-    # The parser's own global table (I, R, T, ...); passing extra_vars replaces it, so extend it.
-    from tvm.script.parser.core.entry import _default_globals
-
-    names = dict(_default_globals())
-    names.update(inf=float("inf"), nan=float("nan"))
-    names["metadata"] = {"ir.GenericConst": [relax.const(a) for a in arrays]}
-    return tvm.script.from_source(text, extra_vars=names)
-
-
-def save_relax(mod: "tvm.IRModule", path: Path) -> None:
-    """Write a Relax IRModule as ``path`` (JSON with the TVMScript text) plus its constants.
-
-    Raises:
-        RuntimeError: the module does not survive printing and parsing back unchanged.
-    """
-    import tvm_ffi
-
-    path = Path(path)
-    text = _NONFINITE.sub(lambda m: f"R.const({m[1]}{m[2]}, ", mod.script(show_meta=False))
-    refs = _META_REF.findall(text)
-    kinds = sorted({k for k, _ in refs} - {"ir.GenericConst"})
-    if kinds:
-        raise RuntimeError(f"the module holds objects TVMScript cannot print inline: {kinds}")
-    consts = _printed_constants(mod, text)
-    if len(consts) != len({i for _, i in refs}):
-        raise RuntimeError(f"found {len(consts)} tensor constants but the TVMScript text refers "
-                           f"to {len({i for _, i in refs})}")
-    arrays = [c.value.numpy() for c in consts]
-    if not tvm_ffi.structural_equal(mod, _parse_relax(text, arrays)):
-        raise RuntimeError("the Relax module does not survive the TVMScript round trip")
-    np.savez(_constants_path(path), **{f"c{i}": a for i, a in enumerate(arrays)})
-    doc = {"format": RELAX_FORMAT, "version": RELAX_VERSION, "tvm": tvm_version(),
-           "constants": _constants_path(path).name, "count": len(arrays), "script": text}
-    path.write_text(json.dumps(doc, indent=1) + "\n")
-
-
-def load_relax(path: Path) -> "tvm.IRModule":
-    """Read a Relax IRModule written by :func:`save_relax`."""
-    path = Path(path)
-    doc = json.loads(path.read_text())
-    if doc.get("format") != RELAX_FORMAT or doc.get("version") != RELAX_VERSION:
-        raise ValueError(f"{path} is not a fuzzconv relax artifact (version {RELAX_VERSION})")
-    with np.load(path.parent / doc["constants"], allow_pickle=False) as npz:
-        arrays = [npz[f"c{i}"] for i in range(doc["count"])]
-    return _parse_relax(doc["script"], arrays)
-
-
-def write_input_layout(artifact_dir: Path, layout: str) -> None:
-    (Path(artifact_dir) / LAYOUT_FILE).write_text(json.dumps({"input_layout": layout}) + "\n")
-
-
-def read_input_layout(artifact_dir: Path) -> str | None:
-    """The input layout recorded beside an artifact, or None when there is no record."""
-    f = Path(artifact_dir) / LAYOUT_FILE
-    return json.loads(f.read_text())["input_layout"] if f.exists() else None
-
-
-def _image_shape(ctx: StepContext, layout: str) -> list[int]:
-    """One image's shape (no batch axis) in ``layout``."""
-    shape = ctx.input_shape
-    if layout == ctx.model["layout"]:
-        return shape
-    perm = _TRANSPOSE[(ctx.model["layout"], layout)]
-    return [shape[i - 1] for i in perm[1:]]
-
-
+# -- helpers ----------------------------------------------------------------------------------
 def _module_input_layout(ctx: StepContext, mod: "tvm.IRModule", artifact_dir: Path) -> str:
     """The layout ``main`` takes: the recorded one, else read off its input's static shape."""
     recorded = read_input_layout(artifact_dir)
@@ -180,7 +63,7 @@ def _module_input_layout(ctx: StepContext, mod: "tvm.IRModule", artifact_dir: Pa
     dims = [int(d) if isinstance(d, tvm.tirx.IntImm) else None
             for d in mod["main"].params[0].ty.shape][1:]
     for layout in ("NHWC", "NCHW"):
-        if dims == _image_shape(ctx, layout):
+        if dims == image_shape(ctx, layout):
             return layout
     raise RuntimeError(f"main takes images of shape {dims}, which fits neither layout of "
                        f"{ctx.model['name']} {ctx.input_shape}")
@@ -229,12 +112,10 @@ def torch_to_relax(ctx: StepContext, src: Path, dst: Path, decompose: bool = Tru
     import torch
     from tvm.relax.frontend.torch import from_exported_program
 
-    from .torch import load_torch_module, module_input_layout
-
     module = load_torch_module(src)
     layout = module_input_layout(src, ctx.model["layout"])
     # Batch 2, not 1: torch.export specialises size-1 dimensions, which would pin the batch axis.
-    example = (torch.zeros([2, *_image_shape(ctx, layout)]),)
+    example = (torch.zeros([2, *image_shape(ctx, layout)]),)
     exported = torch.export.export(module, example,
                                    dynamic_shapes=({0: torch.export.Dim("batch")},))
     mod = from_exported_program(exported, run_ep_decomposition=bool(decompose),
@@ -341,14 +222,6 @@ FALLBACK_PASSES: dict[str, list[dict[str, Any]]] = {
         {"direction": "from-outputs", "order": "breadth-first"},
     ],
 }
-
-
-def tvm_version() -> str:
-    """apache-tvm's version, from package metadata (nothing is imported)."""
-    try:
-        return version("apache-tvm")
-    except PackageNotFoundError:
-        return "none"
 
 
 def pass_cache_path() -> Path:
@@ -485,7 +358,7 @@ def _probe_one(mod: "tvm.IRModule", name: str, args: dict[str, Any], x: np.ndarr
             ex = tvm.compile(out, target="llvm")
         stage = "run"
         vm = relax.VirtualMachine(ex, tvm.cpu())
-        ys = [_vm_output(vm["main"](tvm.runtime.tensor(x[:n]))) for n in (len(x), 1)]
+        ys = [vm_output(vm["main"](tvm.runtime.tensor(x[:n]))) for n in (len(x), 1)]
         if [y.shape for y in ys] != [(len(x), 10), (1, 10)]:
             raise RuntimeError(f"outputs of shapes {[y.shape for y in ys]}")
     except Exception as exc:  # noqa: BLE001 - any failure means "not usable on its own"
@@ -505,7 +378,7 @@ def _probe_child(spec_path: str, out_path: str, indices: list[int]) -> None:
     x = np.random.default_rng(1).normal(size=(3, 12, 12, 3)).astype(np.float32)
     with tvm.transform.PassContext(opt_level=3):
         ref = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
-    expected = _vm_output(ref["main"](tvm.runtime.tensor(x)))
+    expected = vm_output(ref["main"](tvm.runtime.tensor(x)))
     with open(out_path, "a") as out, tempfile.TemporaryDirectory() as tmp:
         for i in indices:
             name, args = todo[i]
@@ -755,13 +628,6 @@ def build(ctx: StepContext, src: Path, dst: Path, opt_level: int = 3,
 
 
 # -- the runtime -------------------------------------------------------------------------------
-def _vm_output(out: Any) -> np.ndarray:
-    """A VM result as numpy; a tuple result gives its first element (the logits)."""
-    while not hasattr(out, "numpy"):
-        out = out[0]
-    return out.numpy()
-
-
 @runtime("tvm", format="tvm", family="tvm", devices=("cpu", "cuda"))
 def tvm_runtime(ctx: StepContext, artifact: Path) -> Callable[[np.ndarray], np.ndarray]:
     """The Relax VM on ``tvm.cpu()`` or ``tvm.cuda()``, running ``main``."""
@@ -777,9 +643,7 @@ def tvm_runtime(ctx: StepContext, artifact: Path) -> Callable[[np.ndarray], np.n
     layout = read_input_layout(artifact.parent) or model_layout
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        x = np.asarray(batch, dtype=np.float32)
-        if layout != model_layout:
-            x = np.ascontiguousarray(x.transpose(_TRANSPOSE[(model_layout, layout)]))
-        return _vm_output(main(tvm.runtime.tensor(x, device=dev)))
+        x = to_layout(np.asarray(batch, dtype=np.float32), model_layout, layout)
+        return vm_output(main(tvm.runtime.tensor(x, device=dev)))
 
     return predict

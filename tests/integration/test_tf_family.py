@@ -18,7 +18,7 @@ import pytest
 from fuzzconv.executor import Evaluation, Executor
 from fuzzconv.oracle import Comparison, compare
 from fuzzconv.pipeline import Pipeline
-from fuzzconv.steps.keras import INPUT_LAYOUT_KEY
+from fuzzconv.formats.layout import INPUT_LAYOUT_KEY
 from fuzzconv.zoo import get_model
 from fuzzconv.zoo.weights import margins
 from tests.conftest import needs

@@ -199,3 +199,7 @@ def tiny_torch(*, model: dict, weights: str, seed: int, dst: Path,
     """The tiny test model (see :func:`_tiny_torch`); it has no real weights anywhere."""
     return _build("tiny_torch", model=model, weights=weights, seed=seed, dst=dst,
                   calibration=calibration)
+
+
+#: The builders :class:`fuzzconv.zoo.ModelSpec` names (``builder``), for the ``torch`` worker.
+BUILDERS = {f.__name__: f for f in (mobilenet_v2, resnet101, densenet121, inception_v3, tiny_torch)}

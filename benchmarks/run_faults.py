@@ -226,7 +226,7 @@ def expected_node(fault: Fault, store: Path, finding: dict[str, Any]) -> str | N
     from fuzzconv.executor import Evaluation
     from fuzzconv.pipeline import Pipeline
     from fuzzconv.session import open_session
-    from fuzzconv.shrink.reduce import upstream_onnx
+    from fuzzconv.shrink.chain import upstream_onnx
 
     with open_session(store, [fault.path]) as ex:
         pipe = Pipeline.from_dict(finding["minimal_pipeline"], ex.registry)

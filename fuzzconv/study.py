@@ -50,6 +50,7 @@ from .errors import UsageError
 from .executor import Evaluation, Executor
 from .oracle import compare
 from .pipeline import DEVICES, Pipeline, device_available
+from .protocol import Call, RunRequest, worker_function
 from .registry import FAMILIES
 from .workers import WorkerFailure
 from .zoo import get_model
@@ -200,14 +201,14 @@ REQUIRED_PASSES = frozenset({
 _CONTAINERS = frozenset({"_pipeline", "sequential"})
 
 
-def _tvm_probe_build(disabled: Sequence[str], relax_pipeline: str,
+def tvm_probe_build(disabled: Sequence[str], relax_pipeline: str,
                      record: list[tuple[str, int]] | None = None) -> np.ndarray:
     """Build the TVM probe module with ``disabled`` passes off and return its outputs."""
     import tvm
     from tvm import relax
 
     from .formats.relax import vm_output
-    from .steps.tvm import _probe_module
+    from .steps.relax_passes import probe_module
 
     target = tvm.target.Target("llvm")
     instruments = []
@@ -221,17 +222,18 @@ def _tvm_probe_build(disabled: Sequence[str], relax_pipeline: str,
     pipeline = relax.get_default_pipeline(target) if relax_pipeline == "target" else "default"
     with tvm.transform.PassContext(opt_level=3, disabled_pass=list(disabled),
                                    instruments=instruments):
-        ex = tvm.compile(_probe_module(), target=target, relax_pipeline=pipeline)
+        ex = tvm.compile(probe_module(), target=target, relax_pipeline=pipeline)
     x = np.random.default_rng(1).normal(size=(3, 12, 12, 3)).astype(np.float32)
     return vm_output(relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)))
 
 
 def _probe_in_child(disabled: Sequence[str], relax_pipeline: str) -> np.ndarray | str:
-    """:func:`_tvm_probe_build` in a fresh process, since some disabled passes segfault TVM."""
+    """:func:`tvm_probe_build` in a fresh process, since some disabled passes segfault TVM."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "y.npy"
-        code = ("import json, sys, numpy as np; from fuzzconv.study import _tvm_probe_build; "
-                "np.save(sys.argv[3], _tvm_probe_build(json.loads(sys.argv[1]), sys.argv[2]))")
+        build = tvm_probe_build
+        code = (f"import json, sys, numpy as np; from {build.__module__} import {build.__name__}; "
+                f"np.save(sys.argv[3], {build.__name__}(json.loads(sys.argv[1]), sys.argv[2]))")
         proc = subprocess.run([sys.executable, "-c", code, json.dumps(list(disabled)),
                                relax_pipeline, str(out)], capture_output=True, text=True)
         if proc.returncode == 0 and out.exists():
@@ -240,12 +242,13 @@ def _probe_in_child(disabled: Sequence[str], relax_pipeline: str) -> np.ndarray 
         return f"exit {proc.returncode}: {lines[-1][:200] if lines else 'no message'}"
 
 
+@worker_function
 def tvm_disable_plan(relax_pipeline: str = "target", refresh: bool = False) -> dict[str, Any]:
     """Which passes of TVM's build pipeline the study's ``tvm-disabled`` configuration turns off.
 
     Runs in a tvm worker (op ``call``). One instrumented build of the probe module from
-    :mod:`fuzzconv.steps.tvm` lists the passes ``tvm.compile`` runs, with the ``opt_level`` each is
-    registered at; every one but :data:`REQUIRED_PASSES` is disabled, and the probe is built again
+    :mod:`fuzzconv.steps.relax_passes` lists the passes ``tvm.compile`` runs, with the
+    ``opt_level`` each is registered at; every one but :data:`REQUIRED_PASSES` is disabled, and the probe is built again
     that way (in a child process) to check the set works. Where it does not (another TVM), the
     passes are tried one at a time instead and only those whose absence alone builds are kept.
     The answer is cached in ``$FUZZCONV_CACHE/tvm-disable-<version>-<pipeline>.json``.
@@ -265,7 +268,7 @@ def tvm_disable_plan(relax_pipeline: str = "target", refresh: bool = False) -> d
         return json.loads(path.read_text())
     t0 = time.perf_counter()
     record: list[tuple[str, int]] = []
-    ref = _tvm_probe_build([], relax_pipeline, record)
+    ref = tvm_probe_build([], relax_pipeline, record)
     levels = dict(record)
     names = [n for n in levels if n not in _CONTAINERS]
     disabled = [n for n in names if n not in REQUIRED_PASSES]
@@ -288,6 +291,7 @@ def tvm_disable_plan(relax_pipeline: str = "target", refresh: bool = False) -> d
     return answer
 
 
+@worker_function
 def thread_report(family: str) -> dict[str, Any]:
     """The thread settings a framework worker runs with (op ``call``), as it reports them."""
     out: dict[str, Any] = {"env": {k: os.environ.get(k) for k in THREAD_ENV}}
@@ -440,27 +444,25 @@ class _Runner:
         inputs = self.ex.inputs(spec, self.timing_corpus)
         with tempfile.TemporaryDirectory(dir=self.ex.store_dir) as tmp:
             try:
-                res = self.ex.pool.request(rt.family, {
-                    "op": "run", "runtime": rt.name, "params": pipeline.runtime.params,
-                    "artifact": str(artifact), "inputs": str(inputs),
-                    "outputs": str(Path(tmp) / "logits.npy"), "model": spec.to_dict(),
-                    "device": pipeline.device, "batch_size": self.ex.batch_size,
-                    "repeats": self.repeats, "image_repeats": self.repeats,
-                }, timeout=self.ex.timeout_for(rt.name))
+                res = self.ex.pool.request(rt.family, RunRequest(
+                    rt.name, pipeline.runtime.params, str(artifact), str(inputs),
+                    str(Path(tmp) / "logits.npy"), spec.to_dict(), pipeline.device,
+                    self.ex.batch_size, repeats=self.repeats, image_repeats=self.repeats),
+                    timeout=self.ex.timeout_for(rt.name))
             except WorkerFailure as exc:
                 cell.timing["error"] = {"symptom": exc.symptom, "error_class": exc.error_class,
                                         "message": exc.message[:500]}
                 return
             again = np.load(Path(tmp) / "logits.npy", allow_pickle=False)
         first = cell.logits[:len(again)]  # type: ignore[index]
-        images = [t for row in res["image_seconds"] for t in row]
+        images = [t for row in res.image_seconds for t in row]
         cell.timing.update(
-            load_seconds=round(res["load_seconds"], 4),
+            load_seconds=round(res.load_seconds, 4),
             batch_size=len(again),
             image=median_ci(images),
-            batch=median_ci(res["batch_seconds"]),
-            image_seconds=res["image_seconds"],
-            batch_seconds=res["batch_seconds"],
+            batch=median_ci(res.batch_seconds),
+            image_seconds=res.image_seconds,
+            batch_seconds=res.batch_seconds,
             # The timing run's outputs against the labelled run's, same images: 0 unless the
             # runtime is not deterministic from one load to the next.
             rerun_max_abs_diff=float(np.abs(again.astype(np.float64) - first).max()),
@@ -551,9 +553,9 @@ def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = 
 
     with open_session(store, weights=weights, timeout=timeout) as ex:
         env = _pin_threads(ex, threads)
-        threads_seen = {fam: _call(ex, fam, "fuzzconv.study:thread_report", {"family": fam})
+        threads_seen = {fam: _call(ex, fam, Call.to(thread_report, family=fam))
                         for fam in FAMILIES}
-        plan = _call(ex, "tvm", "fuzzconv.study:tvm_disable_plan", {"relax_pipeline": "target"},
+        plan = _call(ex, "tvm", Call.to(tvm_disable_plan, relax_pipeline="target"),
                      timeout=3600.0)
         configs = configurations(threads, plan.get("disabled", []) if plan["ok"] else [])
         runner = _Runner(ex, corpus, repeats)
@@ -695,12 +697,10 @@ def _runs_on(ex: Executor, cfg: Config, device: str) -> bool:
     return all(device in op.devices for op in ops)
 
 
-def _call(ex: Executor, family: str, fn: str, kwargs: dict[str, Any],
-          timeout: float = 600.0) -> dict[str, Any]:
-    """A worker ``call``; a failure becomes ``{"ok": False, "error": ...}`` in the record."""
+def _call(ex: Executor, family: str, call: Call, timeout: float = 600.0) -> dict[str, Any]:
+    """A worker function's answer; a failure becomes ``{"ok": False, "error": ...}``."""
     try:
-        return {"ok": True, **ex.pool.request(family, {"op": "call", "fn": fn, "kwargs": kwargs},
-                                              timeout=timeout)}
+        return {"ok": True, **ex.pool.request(family, call, timeout=timeout)}
     except WorkerFailure as exc:
         return {"ok": False, "error": f"{exc.error_class}: {exc.message[:500]}"}
 

@@ -61,6 +61,7 @@ from ..errors import UsageError
 from ..executor import Evaluation, Executor
 from ..oracle import Thresholds, top_k
 from ..pipeline import Pipeline, Step
+from ..protocol import RunRequest, worker_function
 from ..registry import ARTIFACT_FILE, Operation, plugin_files
 from ..findings import finding_session
 from ..store import Store
@@ -72,7 +73,6 @@ from ..zoo import ModelSpec, get_model
 MAX_INPUTS = 4
 #: Exit code of ``repro.py``'s child when a library is missing (the parent exits 2).
 EXIT_MISSING = 3
-_THIS = "fuzzconv.report.bundle"
 
 # ================================================================================================
 # Templates. Everything below up to the builder is text that goes into repro.py.
@@ -1132,12 +1132,10 @@ def _run_file(case: _Case, artifact: Path, inputs_file: Path, inputs: np.ndarray
     op = ex.registry.get(rt.name, "runtime")
     with tempfile.TemporaryDirectory(dir=ex.store_dir) as tmp:
         out = Path(tmp) / "outputs.npy"
-        ex.pool.request(op.family, {
-            "op": "run", "runtime": rt.name, "params": rt.params, "artifact": str(artifact),
-            "inputs": str(inputs_file), "outputs": str(out),
-            "model": {**case.spec.to_dict(), "input_shape": list(inputs.shape[1:])},
-            "device": "cpu", "batch_size": max(ex.batch_size, len(inputs)), "repeats": 0,
-        }, timeout=ex.timeout_for(rt.name))
+        ex.pool.request(op.family, RunRequest(
+            rt.name, rt.params, str(artifact), str(inputs_file), str(out),
+            {**case.spec.to_dict(), "input_shape": list(inputs.shape[1:])},
+            batch_size=max(ex.batch_size, len(inputs))), timeout=ex.timeout_for(rt.name))
         return np.load(out, allow_pickle=False)
 
 
@@ -1145,7 +1143,7 @@ def _artifact_layout(case: _Case, art: Path) -> str:
     """The layout the culprit's input artifact takes (recorded beside or inside it)."""
     from ..formats.layout import read_input_layout
     from ..formats.torch import module_input_layout
-    from ..shrink.reduce import worker_call
+    from ..shrink.chain import worker_call
 
     fmt, model_layout = case.input_format, case.spec.layout
     if fmt in ("relax", "tvm"):
@@ -1153,7 +1151,7 @@ def _artifact_layout(case: _Case, art: Path) -> str:
     if fmt == "torch":
         return module_input_layout(art, model_layout)
     if fmt == "onnx":
-        return worker_call(case.ex, f"{_THIS}:onnx_layout", "ort", path=str(art)) or model_layout
+        return worker_call(case.ex, onnx_layout, "ort", path=str(art)) or model_layout
     return model_layout
 
 
@@ -1472,6 +1470,7 @@ def _contents(case: _Case, variant: _Variant) -> list[str]:
 
 
 # -- worker side ----------------------------------------------------------------------------------
+@worker_function
 def onnx_layout(path: str) -> str | None:
     """Worker op (ort worker): the input layout a step recorded in an ONNX file, or None."""
     import onnx

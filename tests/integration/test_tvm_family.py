@@ -24,7 +24,8 @@ from fuzzconv.executor import Evaluation, Executor
 from fuzzconv.oracle import Comparison, compare, judge
 from fuzzconv.pipeline import Pipeline
 from fuzzconv.registry import fresh_registry
-from fuzzconv.steps.tvm import FALLBACK_PASSES, pass_cache_path
+from fuzzconv.protocol import Call, StepRequest
+from fuzzconv.steps.relax_passes import FALLBACK_PASSES, list_relax_passes, pass_cache_path
 from fuzzconv.workers import WorkerPool
 from fuzzconv.zoo import get_model
 from tests.conftest import needs
@@ -93,9 +94,7 @@ def with_pass(model: str, name: str, args: dict | None = None) -> list[tuple[str
 def test_the_pass_list_comes_from_tvm_through_the_worker(executor: Executor) -> None:
     # First in this file: every tvm.pass step checks its name against this list, probing TVM
     # (a few minutes) when the session's cache has none yet.
-    answer = executor.pool.request("tvm", {"op": "call", "kwargs": {},
-                                           "fn": "fuzzconv.steps.tvm:list_relax_passes"},
-                                   timeout=1800)
+    answer = executor.pool.request("tvm", Call.to(list_relax_passes), timeout=1800)
     passes, excluded = answer["passes"], answer["excluded"]
     assert Path(os.environ["FUZZCONV_CACHE"]) in pass_cache_path().parents
     assert json.loads(pass_cache_path().read_text())["passes"] == passes
@@ -222,10 +221,9 @@ def test_libraries_are_not_reproducible(executor: Executor, tmp_path: Path) -> N
     libs = []
     for k in range(2):
         (tmp_path / str(k)).mkdir()
-        executor.pool.request("tvm", {
-            "op": "step", "step": "tvm.build", "params": params,
-            "model": get_model(KERAS).to_dict(), "src": str(relax_dir / "module.json"),
-            "dst": str(tmp_path / str(k) / "lib.so")})
+        executor.pool.request("tvm", StepRequest("tvm.build", params, str(relax_dir / "module.json"),
+                                                 str(tmp_path / str(k) / "lib.so"),
+                                                 get_model(KERAS).to_dict()))
         libs.append((tmp_path / str(k) / "lib.so").read_bytes())
     assert libs[0] != libs[1] and len(libs[0]) == len(libs[1])
 

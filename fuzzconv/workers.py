@@ -460,3 +460,23 @@ class WorkerPool:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class NoWorkers:
+    """A pool that never starts a worker: every request fails as a crash of class ``NotCached``.
+
+    An executor over it answers from the cache alone, which is what a reader of a store (the HTML
+    report) wants: it shows what was computed and never runs a framework.
+    """
+
+    def request(self, family: str, request: Request, timeout: float | None = None,
+                start_timeout: float | None = None, deadline: float | None = None) -> Any:
+        raise WorkerFailure("crash", "NotCached",
+                            f"not in the cache (it would take a {request.op} in the {family} "
+                            "worker, and this reader runs no framework)")
+
+    def warm_in_background(self, families: Iterable[str]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -2,6 +2,7 @@
 
 Like Polygraphy's fake checkers, a fault is a predicate over the pipeline: when it holds, the
 fake runtime's outputs are perturbed on chosen images. Everything else agrees with the reference.
+:class:`FakeCorpus` and :class:`FakeExecutor` implement :mod:`fuzzconv.interfaces`' protocols.
 """
 
 from __future__ import annotations
@@ -47,11 +48,19 @@ Fault = Callable[[Pipeline], bool]
 
 @dataclass
 class FakeCorpus:
+    """``n`` images that exist only by name (a :class:`fuzzconv.interfaces.Corpus`)."""
+
     n: int = 20
+    name: str = "fake"
+    labels: None = None
+
+    @property
+    def names(self) -> list[str]:
+        return [f"img{i:03d}.png" for i in range(self.n)]
 
     @property
     def paths(self) -> list[str]:
-        return [f"img{i:03d}.png" for i in range(self.n)]
+        return self.names
 
     @property
     def digest(self) -> str:
@@ -66,7 +75,8 @@ class FakeCorpus:
 
 @dataclass
 class FakeExecutor:
-    """Evaluates pipelines in-process. ``faults`` map a symptom to a predicate on pipelines."""
+    """Evaluates pipelines in-process (a :class:`fuzzconv.interfaces.Executor`); ``faults`` are
+    predicates on pipelines, one list per kind of fault."""
 
     registry: Registry = field(default_factory=fake_registry)
     flip_faults: list[Fault] = field(default_factory=list)

@@ -166,9 +166,9 @@ def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .corpora import select
-    from .session import open_session
-    from .versions import machine, stack_versions
+    from ..corpora import select
+    from ..session import open_session
+    from ..versions import machine, stack_versions
 
     names = _parse_list(models, "models")
     for name in names:

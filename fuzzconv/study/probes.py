@@ -38,8 +38,8 @@ def tvm_probe_build(disabled: Sequence[str], relax_pipeline: str,
     import tvm
     from tvm import relax
 
-    from .formats.relax import vm_output
-    from .steps.relax_passes import probe_module
+    from ..formats.relax import vm_output
+    from ..steps.relax_passes import probe_module
 
     target = tvm.target.Target("llvm")
     instruments = []
@@ -92,7 +92,7 @@ def tvm_disable_plan(relax_pipeline: str = "target", refresh: bool = False) -> d
         ``{"tvm", "relax_pipeline", "passes": [[name, opt_level], ...], "disabled": [...],
         "required": [...], "probe_max_abs_diff", "searched": bool, "seconds"}``.
     """
-    from .formats.relax import tvm_version
+    from ..formats.relax import tvm_version
 
     path = cache_home() / f"tvm-disable-{tvm_version()}-{relax_pipeline}.json"
     if path.exists() and not refresh:

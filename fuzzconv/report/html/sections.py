@@ -154,7 +154,7 @@ def _finding(camp: dict[str, Any], f: dict[str, Any], outputs: CachedOutputs | N
 
 def _images(camp: dict[str, Any], f: dict[str, Any], names: list[str],
             outputs: CachedOutputs | None) -> str:
-    from ..corpora import select
+    from ...corpora import select
 
     why = None
     ref = got = None

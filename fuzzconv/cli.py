@@ -194,7 +194,7 @@ def run(
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds per step or run.")] = None,
 ) -> None:
     """Run one pipeline and compare it with the reference (exit 1 when it diverges)."""
-    from .runner import run_pipeline
+    from .pipeline_file import run_pipeline
 
     with _Status() as status:
         result = run_pipeline(pipeline_file, images, limit, store=store, plugins=plugin or [],

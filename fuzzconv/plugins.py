@@ -111,33 +111,28 @@ def apply_tvm_transform(transform: Callable, src: Path, dst: Path, **params: Any
 
 def onnx_transform(name: str, **choices: list) -> Callable:
     """Register ``fn(model: onnx.ModelProto, **params) -> onnx.ModelProto`` as an onnx→onnx step."""
-
-    def deco(fn: Callable) -> Callable:
-        def run(ctx: StepContext, src: Path, dst: Path, **params: Any) -> None:
-            apply_onnx_transform(fn, src, dst, **params)
-
-        _copy_signature(run, fn)
-        op = register(dict(name=name, kind="step", src="onnx", dst="onnx", family="ort",
-                           doc=_first_line(fn), devices=("cpu", "cuda"), timeout=None,
-                           choices=choices), run)
-        fn.fuzzconv_op = op
-        return fn
-
-    return deco
+    return _transform(name, "onnx", "ort", apply_onnx_transform, choices)
 
 
 def tvm_transform(name: str, **choices: list) -> Callable:
     """Register ``fn(mod: tvm.IRModule, **params) -> tvm.IRModule`` as a relax→relax step."""
+    return _transform(name, "relax", "tvm", apply_tvm_transform, choices)
+
+
+def _transform(name: str, fmt: str, family: str, apply: Callable,
+               choices: dict[str, list]) -> Callable:
+    """Register a ``fmt``→``fmt`` step that runs ``apply(fn, src, dst, **params)``."""
 
     def deco(fn: Callable) -> Callable:
         def run(ctx: StepContext, src: Path, dst: Path, **params: Any) -> None:
-            apply_tvm_transform(fn, src, dst, **params)
+            apply(fn, src, dst, **params)
 
+        # A bug bundle runs the user's function through the same ``apply``.
+        run.fuzzconv_transform = (apply, fn)  # type: ignore[attr-defined]
         _copy_signature(run, fn)
-        op = register(dict(name=name, kind="step", src="relax", dst="relax", family="tvm",
-                           doc=_first_line(fn), devices=("cpu", "cuda"), timeout=None,
-                           choices=choices), run)
-        fn.fuzzconv_op = op
+        fn.fuzzconv_op = register(dict(name=name, kind="step", src=fmt, dst=fmt, family=family,
+                                       doc=_first_line(fn), devices=("cpu", "cuda"),
+                                       timeout=None, choices=choices), run)
         return fn
 
     return deco

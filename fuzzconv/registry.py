@@ -110,6 +110,15 @@ class Operation:
     # The parameter values of the unoptimised form of this step or runtime (an optimisation's
     # slowdown is measured against it): e.g. ORT's graph level "disable", torch eager.
     unoptimized: dict[str, Any] = field(default_factory=dict, compare=False)
+    # What a bug bundle's repro.py runs for this step when it is not ``fn`` itself: the same
+    # transformation without what only a hunt needs (tvm.pass first checks its pass against the
+    # list probed from TVM). Called like ``fn``.
+    recipe: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def repro_fn(self) -> Callable[..., Any]:
+        """The function repro.py runs for this step or runtime (see ``recipe``)."""
+        return self.recipe or self.fn
 
     @property
     def optional(self) -> bool:

@@ -32,7 +32,8 @@ TRANSPOSE = {("NHWC", "NCHW"): (0, 3, 1, 2), ("NCHW", "NHWC"): (0, 2, 3, 1)}
 
 
 def onnx_input_layout(model: "onnx.ModelProto") -> str | None:
-    """The input layout a step recorded in ``model`` (``"NCHW"``), or None when it kept the model's."""
+    """The input layout a step recorded in ``model`` (``"NCHW"``), or None when it kept the
+    model's."""
     for prop in model.metadata_props:
         if prop.key == INPUT_LAYOUT_KEY:
             return prop.value

@@ -363,8 +363,9 @@ def list_relax_passes(refresh: bool = False, stall_seconds: float = 300.0) -> di
     with the plain-data values of :data:`PASS_ARG_CHOICES`. Each is applied (opt level 3, LLVM
     target in scope) to a tiny module from the ONNX frontend (:func:`probe_module`), the result
     is checked well-formed, saved as a relax artifact (which parses it back and compares),
-    compiled with ``tvm.compile`` and run at batch sizes 3 and 1. A candidate that fails any of that is left out, with the
-    reason. Its output is not compared: a pass that changes results is what a hunt looks for.
+    compiled with ``tvm.compile`` and run at batch sizes 3 and 1. A candidate that fails any of
+    that is left out, with the reason. Its output is not compared: a pass that changes results
+    is what a hunt looks for.
 
     The answer is cached in ``$FUZZCONV_CACHE/tvm-passes-<tvm version>.json``; the orchestrator
     (which must not import TVM) asks a tvm worker for it (a worker function).

@@ -186,7 +186,8 @@ relax_pass.fuzzconv_op = register(  # type: ignore[attr-defined]
     dict(name="tvm.pass", kind="step", src="relax", dst="relax", family="tvm",
          doc=relax_pass.__doc__.strip().splitlines()[0], devices=("cpu", "cuda"), timeout=1800.0,
          choices={"name": sorted(_PASSES), "args": _ARG_VARIANTS}, normalize=_coherent_args,
-         arithmetic={"name": sorted(ARITHMETIC_PASSES)}, unoptimized={}),
+         arithmetic={"name": sorted(ARITHMETIC_PASSES)}, unoptimized={},
+         recipe=apply_relax_pass),
     relax_pass)
 
 

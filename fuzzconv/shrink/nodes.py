@@ -36,8 +36,8 @@ with ``reason``), ``op_type``, ``method``, ``matched`` and ``nodes`` (nodes comp
 ``prefix-bisect`` the nodes a prefix can end at, of which ``probes`` were run), and ``path``:
 ``{"node", "op_type", "max_abs", "max_rel", "diverges"}`` in order, the last :data:`PATH_BEFORE`
 compared nodes before the first divergent one, it, and :data:`PATH_AFTER` after it. The
-tolerance is :func:`fuzzconv.activations.activation_divergence`. It never raises for a culprit it cannot look
-into, nor for a worker failure while looking.
+tolerance is :func:`fuzzconv.activations.activation_divergence`. It never raises for a culprit it
+cannot look into, nor for a worker failure while looking.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ import numpy as np
 
 from ..activations import TensorError, activation_divergence
 from ..executor import Evaluation, Executor
+from ..interfaces import Corpus
 from ..oracle import Thresholds
 from ..pipeline import Pipeline
 from ..workers import WorkerFailure
@@ -66,8 +67,8 @@ PATH_BEFORE = 8
 PATH_AFTER = 3
 
 
-def first_divergent_node(executor: Executor, pipeline: Pipeline, culprit_index: int, corpus: Any,
-                         thresholds: Thresholds = Thresholds()) -> dict[str, Any]:
+def first_divergent_node(executor: Executor, pipeline: Pipeline, culprit_index: int,
+                         corpus: Corpus, thresholds: Thresholds = Thresholds()) -> dict[str, Any]:
     """The first node whose output diverges under the culprit step, on ``corpus``.
 
     Args:
@@ -152,7 +153,7 @@ def _answer(rows: list[dict[str, Any]], method: str, matched: int, total: int,
 
 
 # -- ONNX → ONNX: expose every node output ------------------------------------------------------
-def _exposed(executor: Executor, pipeline: Pipeline, ci: int, corpus: Any,
+def _exposed(executor: Executor, pipeline: Pipeline, ci: int, corpus: Corpus,
              thresholds: Thresholds, work: Path) -> dict[str, Any]:
     spec = get_model(pipeline.model)
     inputs = str(executor.inputs(spec, corpus))
@@ -181,7 +182,7 @@ def _exposed(executor: Executor, pipeline: Pipeline, ci: int, corpus: Any,
 
 
 # -- downstream of ONNX: bisect over prefixes ---------------------------------------------------
-def _prefix_bisect(executor: Executor, pipeline: Pipeline, start: int, corpus: Any,
+def _prefix_bisect(executor: Executor, pipeline: Pipeline, start: int, corpus: Corpus,
                    thresholds: Thresholds, work: Path) -> dict[str, Any]:
     spec = get_model(pipeline.model)
     source = _artifact(executor, pipeline, start)
@@ -300,7 +301,7 @@ def _compare_layouts(ref: np.ndarray, out: np.ndarray, thresholds: Thresholds) -
                key=lambda e: e.max_abs)
 
 
-def _keras_layers(executor: Executor, pipeline: Pipeline, ci: int, corpus: Any,
+def _keras_layers(executor: Executor, pipeline: Pipeline, ci: int, corpus: Corpus,
                   thresholds: Thresholds, work: Path) -> dict[str, Any]:
     spec = get_model(pipeline.model)
     inputs = str(executor.inputs(spec, corpus))

@@ -61,6 +61,7 @@ from typing import Any, Callable
 
 from ..errors import UsageError
 from ..executor import Evaluation, Executor
+from ..interfaces import Corpus
 from ..oracle import Thresholds
 from ..pipeline import Pipeline
 from ..workers import WorkerFailure
@@ -159,7 +160,7 @@ def reduce_cut(info: GraphInfo, rec: Recorded, keeps: Callable[[Cut], bool],
 
 
 # -- the entry point ----------------------------------------------------------------------------
-def reduce_subgraph(executor: Executor, pipeline: Pipeline, culprit_index: int, corpus: Any,
+def reduce_subgraph(executor: Executor, pipeline: Pipeline, culprit_index: int, corpus: Corpus,
                     out_dir: Path, thresholds: Thresholds = Thresholds()) -> dict[str, Any]:
     """The smallest ONNX subgraph that still diverges (or crashes the same way) under the culprit.
 
@@ -239,7 +240,7 @@ def reduce_subgraph(executor: Executor, pipeline: Pipeline, culprit_index: int, 
             "op_types": [n.op_type for n in nodes], "node_names": [n.name for n in nodes],
             "original_nodes": len(info.nodes), "evaluations": red.evaluations + 1,
             "stages": red.stages, "verdict": {"kind": whole.kind, **verdicts[red.cut].row()},
-            "from_step": start, "image": list(getattr(corpus, "names", []))[i:i + 1],
+            "from_step": start, "image": list(corpus.names)[i:i + 1],
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)

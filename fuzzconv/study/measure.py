@@ -194,8 +194,8 @@ def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = 
              "devices": {d: ("measured" if present[d] else NOT_MEASURED) for d in wanted},
              "corpus": {"name": corpus.name, "images": len(corpus), "digest": corpus.digest,
                         "labelled": corpus.labels is not None}}
-    if resume:  # bad input fails here, before any worker starts
-        earlier_study(out / "study.json", {"settings": early})
+    if resume:  # bad input (other settings, another stack) fails here, before any worker starts
+        earlier_study(out / "study.json", {"settings": early, "versions": stack_versions()})
 
     with open_session(store, weights=weights, timeout=timeout) as ex:
         env = _pin_threads(ex, threads)

@@ -69,6 +69,20 @@ def executor(store_dir: Path, pool, registry):
 
 
 @pytest.fixture(scope="session")
+def relax_passes(pool) -> dict:
+    """The Relax passes ``tvm.pass`` offers, asked of a tvm worker once for the session: the first
+    ask probes TVM (minutes) and caches the list in the session's cache, which every later
+    ``tvm.pass`` step and hunt of the session reads."""
+    missing = family_available("tvm")
+    if missing:
+        pytest.skip(missing)
+    from fuzzconv.protocol import Call
+    from fuzzconv.steps.relax_passes import list_relax_passes
+
+    return pool.request("tvm", Call.to(list_relax_passes), timeout=1800)
+
+
+@pytest.fixture(scope="session")
 def small_corpus():
     from fuzzconv.corpora import default_corpus
 

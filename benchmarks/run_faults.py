@@ -2,6 +2,7 @@
 
     python benchmarks/run_faults.py [--models tiny,mobilenetv2] [--faults conv_padding,...]
                                     [--budget-tiny 8m] [--budget 10m] [--quick] [--stop-early] [--no-write]
+                                    [--cache DIR]
 
 Each fault is a plugin file holding ``GROUND_TRUTH`` (the culprit step and parameters, steps the
 minimal pipeline must also hold, the symptom, whether it is subtle or flaky, and optionally
@@ -33,6 +34,11 @@ blames another step.
 ``--quick`` (what CI runs) hunts the tiny model only, skips the unfocused hunts of faults that
 need two changes at once, and stops each hunt once the injected finding is stored (Ctrl-C, which the hunt handles gracefully), so false findings there are counted only up
 to that point; a full run (the default) spends the whole budget on each hunt.
+
+``--cache DIR`` gives every hunt one artifact cache (``fuzzconv hunt --cache``) instead of a cold one
+each: a hunt reuses the conversions earlier hunts made of the same model, which shortens the suite
+(the test suite runs it so) but makes its times and fresh/cached counts those of warm hunts. What is
+found is the same: outputs are cached by what computed them, and timeouts are never cached.
 
 The exit code is 1 when the tiny model misses a goal (see :func:`goal_met`).
 
@@ -174,7 +180,7 @@ def _injected(store: Path, steps: set[str]) -> bool:
 
 
 def hunt(fault: Fault, model: str, focus: bool, budget: str, work: Path, stop_early: bool,
-         seed: int) -> tuple[Path, float, str]:
+         seed: int, cache: Path | None = None) -> tuple[Path, float, str]:
     """Run one hunt; returns its store, wall time and the tail of its output."""
     store = work / model / fault.name / ("focus" if focus else "nofocus")
     shutil.rmtree(store, ignore_errors=True)
@@ -182,6 +188,8 @@ def hunt(fault: Fault, model: str, focus: bool, budget: str, work: Path, stop_ea
            "--seed", str(seed), "--store", str(store), "--json"]
     if focus:
         cmd += ["--focus", fault.truth["culprit"]["step"]]
+    if cache is not None:
+        cmd += ["--cache", str(cache)]
     log = work / f"{model}-{fault.name}-{'focus' if focus else 'nofocus'}.log"
     t0 = time.monotonic()
     with log.open("w") as out:
@@ -219,16 +227,20 @@ def _holds(pipeline: dict[str, Any] | None, want: dict[str, Any]) -> bool:
                for s in steps)
 
 
-def expected_node(fault: Fault, store: Path, finding: dict[str, Any]) -> str | None:
+def expected_node(fault: Fault, store: Path, finding: dict[str, Any],
+                  cache: Path | None = None) -> str | None:
     """``affected_node`` of the ONNX graph the culprit was applied to (or imported from)."""
     import onnx
 
+    from fuzzconv.distributed import use_cache_dir
     from fuzzconv.executor import Evaluation
     from fuzzconv.pipeline import Pipeline
     from fuzzconv.session import open_session
     from fuzzconv.shrink.chain import upstream_onnx
 
     with open_session(store, [fault.path]) as ex:
+        if cache is not None:
+            use_cache_dir(ex, cache)
         pipe = Pipeline.from_dict(finding["minimal_pipeline"], ex.registry)
         index = next(i for i, s in enumerate(pipe.steps, 1) if s.name == finding["culprit"]["step"])
         n = upstream_onnx(ex.registry, pipe, index)
@@ -240,7 +252,8 @@ def expected_node(fault: Fault, store: Path, finding: dict[str, Any]) -> str | N
         return fault.module().affected_node(onnx.load(str(path)))
 
 
-def score(fault: Fault, model: str, focus: bool, store: Path, wall: float) -> Run:
+def score(fault: Fault, model: str, focus: bool, store: Path, wall: float,
+          cache: Path | None = None) -> Run:
     run = Run(model, fault.name, focus, wall_s=wall, flaky_expected=bool(fault.truth.get("flaky")))
     truth = fault.truth
     with sqlite3.connect(f"file:{store / 'fuzzconv.sqlite'}?mode=ro", uri=True) as con:
@@ -289,7 +302,7 @@ def score(fault: Fault, model: str, focus: bool, store: Path, wall: float) -> Ru
     run.node_found = f.get("first_divergent_node")
     if f.get("minimal_pipeline") and f["symptom"] not in ("crash", "timeout"):
         try:
-            run.node_expected = expected_node(fault, store, f)
+            run.node_expected = expected_node(fault, store, f, cache)
         except Exception as exc:  # scored as a miss, with the reason
             run.error = f"expected node: {type(exc).__name__}: {exc}"
         run.node_match = run.node_expected is not None and run.node_found == run.node_expected
@@ -317,7 +330,8 @@ def markdown(runs: list[Run], args: argparse.Namespace, started: str) -> str:
     lines = [BEGIN, "## Injected-fault suite (`benchmarks/run_faults.py`)", "",
              f"Run {started}; {'quick: tiny model only; ' if args.quick else ''}"
              f"{'each hunt stopped once its injected finding was stored (false findings counted up to then)' if args.quick or args.stop_early else 'each hunt ran its whole budget'}; "
-             f"budgets: tiny {args.budget_tiny}, other models {args.budget}; seed {args.seed}. "
+             f"budgets: tiny {args.budget_tiny}, other models {args.budget}; seed {args.seed}"
+             f"{'; one artifact cache for every hunt (warm hunts)' if args.cache else ''}. "
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, load average "
              f"{os.getloadavg()[0]:.1f} at the end. Stack: {versions()}.", "",
              *([args.note, ""] if args.note else []),
@@ -369,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
     ap.add_argument("--note", default="", help="a paragraph to put above the table")
     ap.add_argument("--json", type=Path, default=None, help="also write the runs as JSON here")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="one artifact cache for every hunt (warm hunts: a shorter suite)")
     args = ap.parse_args(argv)
     models = ["tiny_keras"] if args.quick else [ALIASES.get(m, m) for m in args.models.split(",")]
     faults = all_faults()
@@ -405,9 +421,9 @@ def main(argv: list[str] | None = None) -> int:
                 wall, tail = _wall(store), ""
             else:
                 store, wall, tail = hunt(fault, model, focus, budget, work,
-                                         args.quick or args.stop_early, args.seed)
+                                         args.quick or args.stop_early, args.seed, args.cache)
             try:
-                run = score(fault, model, focus, store, wall)
+                run = score(fault, model, focus, store, wall, args.cache)
             except sqlite3.Error as exc:
                 run = Run(model, fault.name, focus, wall_s=wall, error=f"{exc}; hunt said: {tail[-300:]}")
             runs.append(run)

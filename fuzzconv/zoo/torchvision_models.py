@@ -15,13 +15,14 @@ Torch is imported inside functions, so the orchestrator may import this module w
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..formats.torch import write_manifest
-from .torch_architectures import architecture
+from .torch_architectures import ARCHITECTURES, architecture
 from .weights import calibrated_classifier, find_imagenet_weights
 
 if TYPE_CHECKING:
@@ -166,40 +167,6 @@ def _build(arch: str, *, model: dict, weights: str, seed: int, dst: Path,
     return info
 
 
-def mobilenet_v2(*, model: dict, weights: str, seed: int, dst: Path,
-                 calibration: str | None) -> dict[str, Any]:
-    """torchvision MobileNetV2."""
-    return _build("mobilenet_v2", model=model, weights=weights, seed=seed, dst=dst,
-                  calibration=calibration)
-
-
-def resnet101(*, model: dict, weights: str, seed: int, dst: Path,
-              calibration: str | None) -> dict[str, Any]:
-    """torchvision ResNet-101 (v1.5)."""
-    return _build("resnet101", model=model, weights=weights, seed=seed, dst=dst,
-                  calibration=calibration)
-
-
-def densenet121(*, model: dict, weights: str, seed: int, dst: Path,
-                calibration: str | None) -> dict[str, Any]:
-    """torchvision DenseNet-121."""
-    return _build("densenet121", model=model, weights=weights, seed=seed, dst=dst,
-                  calibration=calibration)
-
-
-def inception_v3(*, model: dict, weights: str, seed: int, dst: Path,
-                 calibration: str | None) -> dict[str, Any]:
-    """torchvision Inception-v3 without the auxiliary head, 299×299 inputs."""
-    return _build("inception_v3", model=model, weights=weights, seed=seed, dst=dst,
-                  calibration=calibration)
-
-
-def tiny_torch(*, model: dict, weights: str, seed: int, dst: Path,
-               calibration: str | None) -> dict[str, Any]:
-    """The tiny test model (see :func:`_tiny_torch`); it has no real weights anywhere."""
-    return _build("tiny_torch", model=model, weights=weights, seed=seed, dst=dst,
-                  calibration=calibration)
-
-
-#: The builders :class:`fuzzconv.zoo.ModelSpec` names (``builder``), for the ``torch`` worker.
-BUILDERS = {f.__name__: f for f in (mobilenet_v2, resnet101, densenet121, inception_v3, tiny_torch)}
+#: The builders :class:`fuzzconv.zoo.ModelSpec` names (``builder``), for the ``torch`` worker: one
+#: per architecture, each building it and giving it weights (see :func:`_build`).
+BUILDERS = {arch: partial(_build, arch) for arch in ARCHITECTURES}

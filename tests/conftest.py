@@ -93,9 +93,10 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 #: The plugin the shared hunt finds: ``fault.perturb(strength=0.5)`` perturbs the classifier.
 FAULT_PLUGIN = ASSETS / "fault_plugin.py"
 #: How the shared hunt is run (``fuzzconv hunt`` arguments, store aside).
+#: (``--slowdown 1000``: on a shared machine a timing finding measures the load, not the fault.)
 FAULT_HUNT_ARGS = ["hunt", "--model", "tiny_keras", "--plugin", str(FAULT_PLUGIN), "--focus",
                    "fault.perturb", "--max-evals", "6", "--limit", "16", "--json",
-                   "--max-chain", "1"]
+                   "--max-chain", "1", "--slowdown", "1000"]
 
 
 @dataclass(frozen=True)

@@ -223,9 +223,9 @@ def _steps(*steps: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
 #: must compute what fuzzconv computed, so it prints NOT REPRODUCED. repro.py runs fuzzconv's own
 #: functions, copied from its source, so this holds by construction
 #: (``tests/unit/test_bundle_sources.py`` checks every step's copy is complete without running
-#: it); three cases run here, one per format family of artifacts (TensorFlow with an NCHW input,
-#: a Relax module, a zoo torch manifest), and the others with --runslow. tvm.pass is left out
-#: (its first use in a fresh cache probes TVM's pass list for minutes).
+#: it); one case runs here, a TVM build from a Relax module with the plainest completion after
+#: it, and the others with --runslow. tvm.pass is left out (its first use in a fresh cache probes
+#: TVM's pass list for minutes).
 RECIPE_CASES = {
     "onnx.optimize": ("tiny_keras", _steps(("keras.tf2onnx", {}),
                                            ("onnx.optimize", {"level": "extended"})), "ort", {}, 2),
@@ -261,7 +261,7 @@ RECIPE_CASES = {
 }
 
 
-RECIPE_CASES_RUN = ("keras.tf2onnx", "tvm.build", "torch.onnx_export (zoo)")
+RECIPE_CASES_RUN = ("tvm.build",)
 
 
 @needs("tf", "ort", "tvm", "torch")

@@ -185,8 +185,9 @@ def _injected(store: Path, steps: set[str]) -> bool:
 
 def hunt(fault: Fault, model: str, focus: bool, budget: str, work: Path, stop_early: bool,
          seed: int, cache: Path | None = None, slowdown: float | None = None
-         ) -> tuple[Path, float, str]:
-    """Run one hunt; returns its store, wall time and the tail of its output."""
+         ) -> tuple[Path, float, str, int]:
+    """Run one hunt; returns its store, wall time, the tail of its output and its exit code (0 or
+    130 when it was stopped at its injected finding: it stops gracefully)."""
     store = work / model / fault.name / ("focus" if focus else "nofocus")
     shutil.rmtree(store, ignore_errors=True)
     cmd = [*_fuzzconv(), "hunt", "--model", model, "--plugin", str(fault.path), "--budget", budget,
@@ -214,7 +215,7 @@ def hunt(fault: Fault, model: str, focus: bool, budget: str, work: Path, stop_ea
                     proc.kill()
                 break
         proc.wait()
-    return store, time.monotonic() - t0, log.read_text()[-20000:]
+    return store, time.monotonic() - t0, log.read_text()[-2000:], proc.returncode
 
 
 def _wall(store: Path) -> float:
@@ -428,18 +429,19 @@ def main(argv: list[str] | None = None) -> int:
                 if not (store / "fuzzconv.sqlite").exists():
                     progress.advance(task)
                     continue  # not hunted in that run
-                wall, tail = _wall(store), ""
+                wall, tail, code = _wall(store), "", 0
             else:
-                store, wall, tail = hunt(fault, model, focus, budget, work,
+                store, wall, tail, code = hunt(fault, model, focus, budget, work,
                                          args.quick or args.stop_early, args.seed, args.cache,
                                          args.slowdown)
             try:
                 run = score(fault, model, focus, store, wall, args.cache)
             except sqlite3.Error as exc:
                 run = Run(model, fault.name, focus, wall_s=wall, error=f"{exc}; hunt said: {tail[-300:]}")
-            if "Traceback (most recent call last)" in tail and not run.error:
+            if code not in (0, 130) and not run.error:  # 130: stopped by the SIGINT it was sent
                 # the hunt died: what it found so far is scored, and the run misses its goal
-                run.error = "the hunt died: " + tail.strip().splitlines()[-1][:300]
+                last = (tail.strip().splitlines() or [""])[-1]
+                run.error = f"the hunt exited with {code}: {last[:300]}"
             runs.append(run)
             progress.console.print(" | ".join(run.row()) + (f" | error: {run.error}" if run.error else ""),
                                    soft_wrap=True)

@@ -2,6 +2,7 @@
 
     python benchmarks/run_faults.py [--models tiny,mobilenetv2] [--faults conv_padding,...]
                                     [--budget-tiny 8m] [--budget 10m] [--quick] [--stop-early] [--no-write]
+                                    [--cache DIR] [--slowdown FACTOR]
 
 Each fault is a plugin file holding ``GROUND_TRUTH`` (the culprit step and parameters, steps the
 minimal pipeline must also hold, the symptom, whether it is subtle or flaky, and optionally
@@ -33,6 +34,15 @@ blames another step.
 ``--quick`` (what CI runs) hunts the tiny model only, skips the unfocused hunts of faults that
 need two changes at once, and stops each hunt once the injected finding is stored (Ctrl-C, which the hunt handles gracefully), so false findings there are counted only up
 to that point; a full run (the default) spends the whole budget on each hunt.
+
+``--cache DIR`` gives every hunt one artifact cache (``fuzzconv hunt --cache``) instead of a cold one
+each: a hunt reuses the conversions earlier hunts made of the same model, which shortens the suite
+(the test suite runs it so) but makes its times and fresh/cached counts those of warm hunts. What is
+found is the same: outputs are cached by what computed them, and timeouts are never cached.
+
+``--slowdown FACTOR`` is passed to every hunt: a large factor keeps timing-based findings out of a
+suite run on a shared, loaded machine (the test suite does so), where they measure the load, not
+the faults.
 
 The exit code is 1 when the tiny model misses a goal (see :func:`goal_met`).
 
@@ -174,14 +184,20 @@ def _injected(store: Path, steps: set[str]) -> bool:
 
 
 def hunt(fault: Fault, model: str, focus: bool, budget: str, work: Path, stop_early: bool,
-         seed: int) -> tuple[Path, float, str]:
-    """Run one hunt; returns its store, wall time and the tail of its output."""
+         seed: int, cache: Path | None = None, slowdown: float | None = None
+         ) -> tuple[Path, float, str, int]:
+    """Run one hunt; returns its store, wall time, the tail of its output and its exit code (0 or
+    130 when it was stopped at its injected finding: it stops gracefully)."""
     store = work / model / fault.name / ("focus" if focus else "nofocus")
     shutil.rmtree(store, ignore_errors=True)
     cmd = [*_fuzzconv(), "hunt", "--model", model, "--plugin", str(fault.path), "--budget", budget,
            "--seed", str(seed), "--store", str(store), "--json"]
     if focus:
         cmd += ["--focus", fault.truth["culprit"]["step"]]
+    if cache is not None:
+        cmd += ["--cache", str(cache)]
+    if slowdown is not None:
+        cmd += ["--slowdown", str(slowdown)]
     log = work / f"{model}-{fault.name}-{'focus' if focus else 'nofocus'}.log"
     t0 = time.monotonic()
     with log.open("w") as out:
@@ -199,7 +215,7 @@ def hunt(fault: Fault, model: str, focus: bool, budget: str, work: Path, stop_ea
                     proc.kill()
                 break
         proc.wait()
-    return store, time.monotonic() - t0, log.read_text()[-2000:]
+    return store, time.monotonic() - t0, log.read_text()[-2000:], proc.returncode
 
 
 def _wall(store: Path) -> float:
@@ -219,16 +235,20 @@ def _holds(pipeline: dict[str, Any] | None, want: dict[str, Any]) -> bool:
                for s in steps)
 
 
-def expected_node(fault: Fault, store: Path, finding: dict[str, Any]) -> str | None:
+def expected_node(fault: Fault, store: Path, finding: dict[str, Any],
+                  cache: Path | None = None) -> str | None:
     """``affected_node`` of the ONNX graph the culprit was applied to (or imported from)."""
     import onnx
 
+    from fuzzconv.distributed import use_cache_dir
     from fuzzconv.executor import Evaluation
     from fuzzconv.pipeline import Pipeline
     from fuzzconv.session import open_session
-    from fuzzconv.shrink.reduce import upstream_onnx
+    from fuzzconv.shrink.chain import upstream_onnx
 
     with open_session(store, [fault.path]) as ex:
+        if cache is not None:
+            use_cache_dir(ex, cache)
         pipe = Pipeline.from_dict(finding["minimal_pipeline"], ex.registry)
         index = next(i for i, s in enumerate(pipe.steps, 1) if s.name == finding["culprit"]["step"])
         n = upstream_onnx(ex.registry, pipe, index)
@@ -240,7 +260,8 @@ def expected_node(fault: Fault, store: Path, finding: dict[str, Any]) -> str | N
         return fault.module().affected_node(onnx.load(str(path)))
 
 
-def score(fault: Fault, model: str, focus: bool, store: Path, wall: float) -> Run:
+def score(fault: Fault, model: str, focus: bool, store: Path, wall: float,
+          cache: Path | None = None) -> Run:
     run = Run(model, fault.name, focus, wall_s=wall, flaky_expected=bool(fault.truth.get("flaky")))
     truth = fault.truth
     with sqlite3.connect(f"file:{store / 'fuzzconv.sqlite'}?mode=ro", uri=True) as con:
@@ -289,7 +310,7 @@ def score(fault: Fault, model: str, focus: bool, store: Path, wall: float) -> Ru
     run.node_found = f.get("first_divergent_node")
     if f.get("minimal_pipeline") and f["symptom"] not in ("crash", "timeout"):
         try:
-            run.node_expected = expected_node(fault, store, f)
+            run.node_expected = expected_node(fault, store, f, cache)
         except Exception as exc:  # scored as a miss, with the reason
             run.error = f"expected node: {type(exc).__name__}: {exc}"
         run.node_match = run.node_expected is not None and run.node_found == run.node_expected
@@ -300,8 +321,9 @@ def goal_met(r: Run) -> bool:
     """The tiny-model goal: no false findings, an exact culprit whenever the fault is found, and
     found for sure with ``--focus`` on its step. Without the focus a fault that needs two changes
     from the defaults at once (two steps, or a pass and a setting) is left to the mutation phase,
-    which a short budget may not reach: those runs are reported, not required."""
-    if r.false or (r.detected and not r.culprit_exact):
+    which a short budget may not reach: those runs are reported, not required. A run with an error
+    (the hunt died, the store could not be read) misses the goal."""
+    if r.false or (r.detected and not r.culprit_exact) or r.error:
         return False
     return r.detected or not r.focus
 
@@ -317,7 +339,8 @@ def markdown(runs: list[Run], args: argparse.Namespace, started: str) -> str:
     lines = [BEGIN, "## Injected-fault suite (`benchmarks/run_faults.py`)", "",
              f"Run {started}; {'quick: tiny model only; ' if args.quick else ''}"
              f"{'each hunt stopped once its injected finding was stored (false findings counted up to then)' if args.quick or args.stop_early else 'each hunt ran its whole budget'}; "
-             f"budgets: tiny {args.budget_tiny}, other models {args.budget}; seed {args.seed}. "
+             f"budgets: tiny {args.budget_tiny}, other models {args.budget}; seed {args.seed}"
+             f"{'; one artifact cache for every hunt (warm hunts)' if args.cache else ''}. "
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, load average "
              f"{os.getloadavg()[0]:.1f} at the end. Stack: {versions()}.", "",
              *([args.note, ""] if args.note else []),
@@ -369,6 +392,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
     ap.add_argument("--note", default="", help="a paragraph to put above the table")
     ap.add_argument("--json", type=Path, default=None, help="also write the runs as JSON here")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="one artifact cache for every hunt (warm hunts: a shorter suite)")
+    ap.add_argument("--slowdown", type=float, default=None,
+                    help="the hunts' slowdown factor (large: no timing findings on a loaded machine)")
     args = ap.parse_args(argv)
     models = ["tiny_keras"] if args.quick else [ALIASES.get(m, m) for m in args.models.split(",")]
     faults = all_faults()
@@ -402,14 +429,19 @@ def main(argv: list[str] | None = None) -> int:
                 if not (store / "fuzzconv.sqlite").exists():
                     progress.advance(task)
                     continue  # not hunted in that run
-                wall, tail = _wall(store), ""
+                wall, tail, code = _wall(store), "", 0
             else:
-                store, wall, tail = hunt(fault, model, focus, budget, work,
-                                         args.quick or args.stop_early, args.seed)
+                store, wall, tail, code = hunt(fault, model, focus, budget, work,
+                                         args.quick or args.stop_early, args.seed, args.cache,
+                                         args.slowdown)
             try:
-                run = score(fault, model, focus, store, wall)
+                run = score(fault, model, focus, store, wall, args.cache)
             except sqlite3.Error as exc:
                 run = Run(model, fault.name, focus, wall_s=wall, error=f"{exc}; hunt said: {tail[-300:]}")
+            if code not in (0, 130) and not run.error:  # 130: stopped by the SIGINT it was sent
+                # the hunt died: what it found so far is scored, and the run misses its goal
+                last = (tail.strip().splitlines() or [""])[-1]
+                run.error = f"the hunt exited with {code}: {last[:300]}"
             runs.append(run)
             progress.console.print(" | ".join(run.row()) + (f" | error: {run.error}" if run.error else ""),
                                    soft_wrap=True)

@@ -196,7 +196,7 @@ def run(
     wide: WideOpt = False,
 ) -> None:
     """Run one pipeline and compare it with the reference (exit 1 when it diverges)."""
-    from .runner import run_pipeline
+    from .pipeline_file import run_pipeline
 
     with _Status() as status:
         result = run_pipeline(pipeline_file, images, limit, store=store, plugins=plugin or [],

@@ -22,6 +22,7 @@ from .cache import Cache, cache_home, key_of
 from .costs import run_params
 from .errors import UsageError
 from .pipeline import Pipeline
+from .protocol import Build, Request, RunRequest, StepRequest
 from .registry import ARTIFACT_FILE, Registry
 from .workers import START_TIMEOUT, WorkerFailure, WorkerPool
 from .zoo import ModelSpec, get_model
@@ -155,7 +156,7 @@ class Executor:
         default = op.timeout if op is not None and op.timeout else self.timeouts["*"]
         return float(self.timeouts.get(name, default))
 
-    def _request(self, family: str, msg: dict[str, Any], name: str) -> Any:
+    def _request(self, family: str, msg: Request, name: str) -> Any:
         """A worker request bounded by both the step's timeout and the caller's deadline.
 
         A worker that is not running is started and imports its frameworks first, so the timeout
@@ -190,17 +191,17 @@ class Executor:
         dst = tmp / ARTIFACT_FILE[spec.source]
         self._say(f"building {spec.name} ({self.weights} weights)")
         try:
-            info = self.pool.request(spec.family, {
-                "op": "build", "model": spec.to_dict(), "weights": self.weights,
-                "seed": self.seed, "dst": str(dst),
-                "calibration": str(calibration) if calibration else None,
-            }, timeout=max(self.timeouts["*"], 1800.0))
+            built = self.pool.request(spec.family, Build(
+                spec.to_dict(), self.weights, self.seed, str(dst),
+                str(calibration) if calibration else None), timeout=max(self.timeouts["*"], 1800.0))
         except WorkerFailure as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             if exc.error_class in ("UsageError", "WeightsNotFound", "MissingExtra"):
                 raise UsageError(exc.message) from None
             raise UsageError(f"building {spec.name} failed: {exc}") from None
-        final = self.source_cache.commit("artifacts", key, tmp, {"model": spec.name, **info})
+        final = self.source_cache.commit("artifacts", key, tmp, {"model": spec.name,
+                                                                 "seconds": built.seconds,
+                                                                 **built.info})
         # Calibration runs a training-mode pass whose memory the framework keeps for good (10 GB
         # for resnet101v2's TF worker); a fresh worker for what follows gives it back.
         self.pool.get(spec.family).close()
@@ -234,10 +235,8 @@ class Executor:
         ev.fresh += 1
         self._say(f"step {n}/{len(pipeline.steps)} {step.brief(self.registry)}")
         try:
-            res = self._request(op.family, {
-                "op": "step", "step": step.name, "params": step.params, "src": str(src),
-                "dst": str(dst), "model": spec.to_dict(), "device": pipeline.device,
-            }, step.name)
+            res = self._request(op.family, StepRequest(step.name, step.params, str(src), str(dst),
+                                                       spec.to_dict(), pipeline.device), step.name)
         except BudgetExhausted:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -253,11 +252,11 @@ class Executor:
             ev.failure = failure
             return None
         kind = _stage_kind(step.name)
-        ev.timings[kind] = ev.timings.get(kind, 0.0) + res["seconds"]
+        ev.timings[kind] = ev.timings.get(kind, 0.0) + res.seconds
         ev.measured.append({"op": step.name, "params": step.params, "kind": "step",
-                            "seconds": res["seconds"]})
+                            "seconds": res.seconds})
         final = self.cache.commit("artifacts", key, tmp,
-                                  {"step": step.to_dict(), "seconds": res["seconds"]})
+                                  {"step": step.to_dict(), "seconds": res.seconds})
         return final / ARTIFACT_FILE[op.dst]  # type: ignore[index]
 
     # -- inputs and outputs ------------------------------------------------------------------
@@ -307,23 +306,21 @@ class Executor:
             ev.fresh += 1
             self._say(f"running {pipeline.runtime.brief(self.registry)} on {len(corpus)} images")
             try:
-                res = self._request(rt.family, {
-                    "op": "run", "runtime": rt.name, "params": pipeline.runtime.params,
-                    "artifact": str(artifact), "inputs": str(inputs),
-                    "outputs": str(tmp / "logits.npy"), "model": spec.to_dict(),
-                    "device": pipeline.device, "batch_size": self.batch_size, "repeats": repeats,
-                }, rt.name)
-                ev.timings["load"] = res["load_seconds"]
-                ev.timings["infer"] = res["infer_seconds"]
+                res = self._request(rt.family, RunRequest(
+                    rt.name, pipeline.runtime.params, str(artifact), str(inputs),
+                    str(tmp / "logits.npy"), spec.to_dict(), pipeline.device, self.batch_size,
+                    repeats), rt.name)
+                ev.timings["load"] = res.load_seconds
+                ev.timings["infer"] = res.infer_seconds
                 if not repeats:
                     rt_params = run_params(pipeline.runtime,
                                            pipeline.steps[-1] if pipeline.steps else None)
                     ev.measured += [
                         {"op": rt.name, "params": rt_params, "kind": "load",
-                         "seconds": res["load_seconds"]},
+                         "seconds": res.load_seconds},
                         {"op": rt.name, "params": rt_params, "kind": "image",
-                         "seconds": res["infer_seconds"] / max(1, len(corpus))}]
-                ev.batch_seconds = res["batch_seconds"]
+                         "seconds": res.infer_seconds / max(1, len(corpus))}]
+                ev.batch_seconds = res.batch_seconds
                 ev.logits = np.load(tmp / "logits.npy", allow_pickle=False)
             except BudgetExhausted:
                 shutil.rmtree(tmp, ignore_errors=True)

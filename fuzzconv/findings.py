@@ -7,36 +7,15 @@ happens: a finding is rewritten only once its new state is complete.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from .campaign import HuntConfig, bucket_of
-from .errors import UsageError
 from .evaluator import Evaluator
 from .oracle import Thresholds
 from .pipeline import Pipeline
-from .session import open_session
-from .store import Store
+from .session import finding_session
 from .versions import stack_versions
-
-
-@contextmanager
-def finding_session(store: Path, fid: str, plugins: list[Path],
-                    say: Callable[[str], None] = lambda s: None) -> Iterator[tuple]:
-    """Open the store and an executor set up as the finding's campaign was (weights, images).
-
-    Yields (executor, store, finding, campaign config, corpus).
-    """
-    from .corpora import select
-
-    if not (Path(store) / "fuzzconv.sqlite").exists():
-        raise UsageError(f"no fuzzconv store in {store} (run a hunt first, or pass --store)")
-    with Store(Path(store)) as db:
-        cfg = HuntConfig(**db.campaign(db.finding(fid)["campaign"])["config"])
-    with open_session(store, plugins, weights=cfg.weights, listener=say) as ex, \
-            Store(ex.store_dir) as db:
-        yield ex, db, db.finding(fid), cfg, select(cfg.images_dir, cfg.images or None)
 
 
 def _evaluator(ex: Any, f: dict[str, Any], cfg: HuntConfig, corpus: Any) -> Evaluator:

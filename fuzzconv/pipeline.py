@@ -175,3 +175,33 @@ class Pipeline:
         d = dict(model=self.model, steps=self.steps, runtime=self.runtime, device=self.device)
         d.update(kw)
         return Pipeline(**d)
+
+
+# -- completing a prefix -----------------------------------------------------------------------
+def plainest_runtime(reg: Registry, fmt: str) -> Step | None:
+    """The default-parameter runtime for ``fmt`` (by name order: the registry's stable choice)."""
+    rts = reg.runtimes_for(fmt)
+    if not rts:
+        return None
+    return Step.make(rts[0].name, rts[0].canonical_params({}))
+
+
+def runnable_prefix(reg: Registry, p: Pipeline, n: int, source: str) -> Pipeline | None:
+    """The first ``n`` steps of ``p`` made runnable by the plainest means: the format's default
+    runtime, or for a format no runtime takes (a Relax module) its default non-optional step
+    (``tvm.build``) first. None when there is no plain completion."""
+    steps = list(p.steps[:n])
+    fmt = reg.get(steps[-1].name).dst if steps else source
+    rt = plainest_runtime(reg, fmt)  # type: ignore[arg-type]
+    if rt is None:
+        for op in reg.steps_from(fmt):  # type: ignore[arg-type]
+            if not op.optional and reg.runtimes_for(op.dst):  # type: ignore[arg-type]
+                steps.append(Step.make(op.name, op.canonical_params({})))
+                rt = plainest_runtime(reg, op.dst)  # type: ignore[arg-type]
+                break
+    if rt is None:
+        return None
+    try:
+        return Pipeline.make(reg, p.model, steps, rt, p.device, source_format=source)
+    except UsageError:
+        return None

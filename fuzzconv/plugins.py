@@ -23,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from .formats.relax import load_relax, save_relax
 from .registry import register
 
 __all__ = ["onnx_transform", "tvm_transform", "step", "runtime", "StepContext"]
@@ -112,40 +113,42 @@ def runtime(name: str, *, format: str, family: str, doc: str = "",
     return deco
 
 
+def apply_onnx_transform(transform: Callable, src: Path, dst: Path, **params: Any) -> None:
+    """What an :func:`onnx_transform` step does: the ONNX model at ``src``, transformed, at ``dst``."""
+    import onnx
+
+    onnx.save(transform(onnx.load(str(src)), **params), str(dst))
+
+
+def apply_tvm_transform(transform: Callable, src: Path, dst: Path, **params: Any) -> None:
+    """What a :func:`tvm_transform` step does: the Relax module at ``src``, transformed, at ``dst``."""
+    save_relax(transform(load_relax(src), **params), dst)
+
+
 def onnx_transform(name: str, **choices: list) -> Callable:
     """Register ``fn(model: onnx.ModelProto, **params) -> onnx.ModelProto`` as an onnx→onnx step."""
-
-    def deco(fn: Callable) -> Callable:
-        def run(ctx: StepContext, src: Path, dst: Path, **params: Any) -> None:
-            import onnx
-
-            model = fn(onnx.load(str(src)), **params)
-            onnx.save(model, str(dst))
-
-        _copy_signature(run, fn)
-        op = register(dict(name=name, kind="step", src="onnx", dst="onnx", family="ort",
-                           doc=_first_line(fn), devices=("cpu", "cuda"), timeout=None,
-                           choices=choices), run)
-        fn.fuzzconv_op = op
-        return fn
-
-    return deco
+    return _transform(name, "onnx", "ort", apply_onnx_transform, choices)
 
 
 def tvm_transform(name: str, **choices: list) -> Callable:
     """Register ``fn(mod: tvm.IRModule, **params) -> tvm.IRModule`` as a relax→relax step."""
+    return _transform(name, "relax", "tvm", apply_tvm_transform, choices)
+
+
+def _transform(name: str, fmt: str, family: str, apply: Callable,
+               choices: dict[str, list]) -> Callable:
+    """Register a ``fmt``→``fmt`` step that runs ``apply(fn, src, dst, **params)``."""
 
     def deco(fn: Callable) -> Callable:
         def run(ctx: StepContext, src: Path, dst: Path, **params: Any) -> None:
-            from .steps.tvm import load_relax, save_relax
+            apply(fn, src, dst, **params)
 
-            save_relax(fn(load_relax(src), **params), dst)
-
+        # A bug bundle runs the user's function through the same ``apply``.
+        run.fuzzconv_transform = (apply, fn)  # type: ignore[attr-defined]
         _copy_signature(run, fn)
-        op = register(dict(name=name, kind="step", src="relax", dst="relax", family="tvm",
-                           doc=_first_line(fn), devices=("cpu", "cuda"), timeout=None,
-                           choices=choices), run)
-        fn.fuzzconv_op = op
+        fn.fuzzconv_op = register(dict(name=name, kind="step", src=fmt, dst=fmt, family=family,
+                                       doc=_first_line(fn), devices=("cpu", "cuda"),
+                                       timeout=None, choices=choices), run)
         return fn
 
     return deco

@@ -126,6 +126,15 @@ class Operation:
     # reason, or None: ``cost(model, params)`` (a tuned build tunes what its database lacks).
     cost: Callable[[str, dict[str, Any]], tuple[float, str] | None] | None = field(
         default=None, compare=False, repr=False)
+    # What a bug bundle's repro.py runs for this step when it is not ``fn`` itself: the same
+    # transformation without what only a hunt needs (tvm.pass first checks its pass against the
+    # list probed from TVM). Called like ``fn``.
+    recipe: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def repro_fn(self) -> Callable[..., Any]:
+        """The function repro.py runs for this step or runtime (see ``recipe``)."""
+        return self.recipe or self.fn
 
     @property
     def optional(self) -> bool:

@@ -1,7 +1,8 @@
 """Opening a working session: the store directory, the registry with plugins, workers, executor.
 
-Every command that runs pipelines goes through :func:`open_session`, so store checks, plugin
-loading and worker shutdown are done once, the same way everywhere.
+Every command that runs pipelines goes through :func:`open_session` (or, for a stored finding,
+:func:`finding_session`), so store checks, plugin loading and worker shutdown are done once, the
+same way everywhere.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
+from .campaign import HuntConfig
 from .errors import UsageError
 from .executor import Executor
 from .registry import fresh_registry
+from .store import Store
 from .workers import WorkerPool
 
 MIN_FREE_BYTES = 256 * 1024**2
@@ -67,3 +70,22 @@ def open_session(store: Path, plugins: list[Path] | tuple[Path, ...] = (),
                        batch_size=batch_size)
     finally:
         pool.close()
+
+
+@contextmanager
+def finding_session(store: Path, fid: str, plugins: list[Path] | tuple[Path, ...],
+                    say: Callable[[str], None] = lambda s: None
+                    ) -> Iterator[tuple[Executor, Store, dict[str, Any], HuntConfig, Any]]:
+    """Open the store and an executor set up as the finding's campaign was (weights, images).
+
+    Yields (executor, store, finding, campaign config, corpus).
+    """
+    from .corpora import select
+
+    if not (Path(store) / "fuzzconv.sqlite").exists():
+        raise UsageError(f"no fuzzconv store in {store} (run a hunt first, or pass --store)")
+    with Store(Path(store)) as db:
+        cfg = HuntConfig(**db.campaign(db.finding(fid)["campaign"])["config"])
+    with open_session(store, plugins, weights=cfg.weights, listener=say) as ex, \
+            Store(ex.store_dir) as db:
+        yield ex, db, db.finding(fid), cfg, select(cfg.images_dir, cfg.images or None)

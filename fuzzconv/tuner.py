@@ -23,7 +23,9 @@ from .campaign import parse_budget
 from .errors import UsageError
 from .executor import Evaluation
 from .pipeline import Pipeline
+from .protocol import Call
 from .session import open_session
+from .steps.tvm_tuning import tune_artifact
 from .tuning import database_dir, max_trials_from_env, read_progress, tuning_status
 from .workers import WorkerFailure
 from .zoo import get_model
@@ -96,8 +98,8 @@ def _tune_in_worker(pool: Any, relax: Path, model: dict[str, Any], target: Any, 
     os.close(fd)
     progress = Path(name)
     answer: dict[str, Any] = {}
-    msg = {"op": "tune", "src": str(relax), "model": model, "target": target,
-           "budget_s": seconds, "max_trials": max_trials_from_env(), "progress": str(progress)}
+    msg = Call.to(tune_artifact, src=str(relax), model=model, target=target, budget_s=seconds,
+                  max_trials=max_trials_from_env(), progress=str(progress))
 
     def ask() -> None:
         try:

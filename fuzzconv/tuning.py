@@ -47,14 +47,14 @@ import os
 import platform
 import re
 import time
-from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
 from .cache import cache_home
+from .campaign import parse_budget
 
 #: The batch every tuned library is compiled for.
 TUNED_BATCH = 1
@@ -119,16 +119,22 @@ def open_database_dir(target: str | dict[str, Any]) -> Path:
     return d
 
 
-@contextmanager
-def locked(directory: Path, exclusive: bool = True) -> Iterator[None]:
-    """Hold ``directory/lock`` (``flock``): exclusive to write, shared to read."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / "lock", "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+class locked:  # noqa: N801 - used as a function: `with locked(d):`
+    """Hold ``directory/lock`` (``flock``) while in the ``with``: exclusive to write, shared to
+    read. (A class rather than a generator so bug bundles can copy it with the build step.)"""
+
+    def __init__(self, directory: Path, exclusive: bool = True):
+        self.directory = directory
+        self.exclusive = exclusive
+
+    def __enter__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.directory / "lock", "a+")
+        fcntl.flock(self.file.fileno(), fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH)
+
+    def __exit__(self, *exc: Any) -> None:
+        fcntl.flock(self.file.fileno(), fcntl.LOCK_UN)
+        self.file.close()
 
 
 def _write_atomic(path: Path, obj: Any) -> None:
@@ -211,8 +217,6 @@ def max_trials_from_env() -> int:
 
 
 def build_budget_from_env() -> float:
-    from .campaign import parse_budget
-
     raw = os.environ.get("FUZZCONV_TUNING_BUDGET", "").strip()
     return parse_budget(raw) if raw else BUILD_BUDGET_S
 

@@ -1,7 +1,7 @@
 """The child side of a framework worker: ``python -m fuzzconv.worker_main FAMILY [PLUGIN...]``.
 
 It serves requests from :class:`fuzzconv.workers.Worker` until told to exit. This is the only
-place where framework code runs; see :mod:`fuzzconv.workers` for the protocol.
+place where framework code runs; the requests and replies are :mod:`fuzzconv.protocol`'s.
 
 Memory: CPython's cycle collector runs after a number of *object* allocations, not bytes. A
 converter that deep-copies a graph holding its weights (tf2onnx copies its whole ONNX graph before
@@ -30,7 +30,11 @@ from typing import Any, Callable
 import numpy as np
 
 from .plugins import StepContext
+from .protocol import (Build, BuildReply, Call, Exit, Hello, HelloReply, Memory, MemoryReply,
+                       RunReply, RunRequest, StepReply, StepRequest, Warm, WarmReply, decode,
+                       encode_reply, find_worker_function)
 from .registry import fresh_registry
+from .zoo import builder_of
 
 
 GC_STEP_MB = 512
@@ -121,49 +125,45 @@ class Server:
         self.registry = fresh_registry(plugin_files)
         self.collector: Collector | None = None
 
-    def op_hello(self) -> dict[str, Any]:
+    def op_hello(self, request: Hello) -> HelloReply:
         from .versions import family_versions
 
-        return {"family": self.family, "pid": os.getpid(), "versions": family_versions(self.family)}
+        return HelloReply(self.family, os.getpid(), family_versions(self.family))
 
-    def op_warm(self) -> dict[str, Any]:
+    def op_warm(self, request: Warm) -> WarmReply:
         """Import the family's frameworks now, so the first timed request does not pay for them."""
         from .registry import FAMILY_MODULES
 
         t0 = time.perf_counter()
         for mod in FAMILY_MODULES[self.family]:
             importlib.import_module(mod)
-        return {"seconds": time.perf_counter() - t0}
+        return WarmReply(time.perf_counter() - t0)
 
-    def op_memory(self) -> dict[str, Any]:
+    def op_memory(self, request: Memory) -> MemoryReply:
         """This process's resident size now and at its peak, and the collector's collections."""
-        return {"rss": resident_bytes(), "peak_rss": peak_resident_bytes(),
-                "collections": self.collector.collections if self.collector else 0}
+        return MemoryReply(resident_bytes(), peak_resident_bytes(),
+                           self.collector.collections if self.collector else 0)
 
-    def op_build(self, model: dict[str, Any], weights: str, seed: int, dst: str,
-                 calibration: str | None = None) -> dict[str, Any]:
+    def op_build(self, request: Build) -> BuildReply:
         """Build a zoo model's source artifact with the requested weights."""
-        mod_name, fn_name = model["builder"].split(":")
-        builder = getattr(importlib.import_module(mod_name), fn_name)
+        builder = builder_of(request.model)
         t0 = time.perf_counter()
-        info = builder(model=model, weights=weights, seed=seed, dst=Path(dst),
-                       calibration=calibration) or {}
-        return {"seconds": time.perf_counter() - t0, **info}
+        info = builder(model=request.model, weights=request.weights, seed=request.seed,
+                       dst=Path(request.dst), calibration=request.calibration) or {}
+        return BuildReply(time.perf_counter() - t0, info)
 
-    def op_step(self, step: str, params: dict[str, Any], src: str, dst: str,
-                model: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
-        op = self.registry.get(step, "step")
-        ctx = StepContext(model, device, workdir=str(Path(dst).parent))
+    def op_step(self, request: StepRequest) -> StepReply:
+        op = self.registry.get(request.step, "step")
+        dst = Path(request.dst)
+        ctx = StepContext(request.model, request.device, workdir=str(dst.parent))
         t0 = time.perf_counter()
-        op.fn(ctx, Path(src), Path(dst), **params)
+        op.fn(ctx, Path(request.src), dst, **request.params)
         seconds = time.perf_counter() - t0
-        if not Path(dst).exists():
-            raise RuntimeError(f"step {step} wrote no artifact")
-        return {"seconds": seconds}
+        if not dst.exists():
+            raise RuntimeError(f"step {request.step} wrote no artifact")
+        return StepReply(seconds)
 
-    def op_run(self, runtime: str, params: dict[str, Any], artifact: str, inputs: str,
-               outputs: str, model: dict[str, Any], device: str = "cpu", batch_size: int = 8,
-               repeats: int = 0, image_repeats: int = 0) -> dict[str, Any]:
+    def op_run(self, request: RunRequest) -> RunReply:
         """Load the artifact, infer the whole input file in batches, time load and inference.
 
         ``repeats`` > 0 adds that many timed passes over the first batch after a warm-up, for
@@ -172,59 +172,53 @@ class Server:
         after a one-image warm-up, since a new batch shape can cost a re-plan), as
         ``image_seconds[pass][image]``; the study uses it for per-image latency.
         """
-        op = self.registry.get(runtime, "runtime")
-        ctx = StepContext(model, device, workdir=str(Path(outputs).parent))
-        x = np.load(inputs, allow_pickle=False)
+        op = self.registry.get(request.runtime, "runtime")
+        ctx = StepContext(request.model, request.device,
+                          workdir=str(Path(request.outputs).parent))
+        x = np.load(request.inputs, allow_pickle=False)
+        batch_size = request.batch_size
         t0 = time.perf_counter()
-        predict: Callable[[np.ndarray], np.ndarray] = op.fn(ctx, Path(artifact), **params)
+        predict: Callable[[np.ndarray], np.ndarray] = op.fn(ctx, Path(request.artifact),
+                                                            **request.params)
         load = time.perf_counter() - t0
         t1 = time.perf_counter()
-        outs = [np.asarray(predict(x[i:i + batch_size]), dtype=np.float32).reshape(
-            min(batch_size, len(x) - i), -1) for i in range(0, len(x), batch_size)]
+        y = infer_batches(predict, x, batch_size, request.model["classes"])
         infer = time.perf_counter() - t1
-        y = np.concatenate(outs, axis=0) if outs else np.zeros((0, model["classes"]), np.float32)
         timed = []
-        if repeats and len(x):
+        if request.repeats and len(x):
             predict(x[:batch_size])
-            for _ in range(repeats):
+            for _ in range(request.repeats):
                 t = time.perf_counter()
                 predict(x[:batch_size])
                 timed.append(time.perf_counter() - t)
         per_image: list[list[float]] = []
-        if image_repeats and len(x):
+        if request.image_repeats and len(x):
             predict(x[:1])
-            for _ in range(image_repeats):
+            for _ in range(request.image_repeats):
                 row = []
                 for i in range(min(batch_size, len(x))):
                     t = time.perf_counter()
                     predict(x[i:i + 1])
                     row.append(time.perf_counter() - t)
                 per_image.append(row)
-        tmp = outputs + ".tmp.npy"
+        tmp = request.outputs + ".tmp.npy"
         np.save(tmp, y, allow_pickle=False)
-        os.replace(tmp, outputs)
-        answer = {"load_seconds": load, "infer_seconds": infer, "batch_seconds": timed,
-                  "shape": list(y.shape)}
-        if image_repeats:
-            answer["image_seconds"] = per_image
-        return answer
+        os.replace(tmp, request.outputs)
+        return RunReply(load, infer, timed, list(y.shape),
+                        per_image if request.image_repeats else None)
 
-    def op_tune(self, src: str, model: dict[str, Any], target: Any, budget_s: float,
-                max_trials: int, progress: str | None = None) -> dict[str, Any]:
-        """Tune the workloads of a Relax artifact into the shared database (``fuzzconv tune``),
-        appending progress lines to the file ``progress``."""
-        from .steps.tvm import load_relax
-        from .steps.tvm_tuning import module_digest, tune_relax
+    def op_call(self, request: Call) -> Any:
+        """Run a worker function (localization, reduction, study probes) inside this worker."""
+        return find_worker_function(request.function, request.module)(**request.kwargs)
 
-        return tune_relax(load_relax(Path(src)), module_digest(Path(src)), model["name"], target,
-                          budget_s, max_trials, progress)
 
-    def op_call(self, fn: str, kwargs: dict[str, Any]) -> Any:
-        """Call ``module:function(**kwargs)`` inside this worker (localization, study helpers)."""
-        mod_name, fn_name = fn.split(":")
-        if not mod_name.startswith("fuzzconv."):
-            raise ValueError("only fuzzconv functions may be called in a worker")
-        return getattr(importlib.import_module(mod_name), fn_name)(**kwargs)
+def infer_batches(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch_size: int,
+                  classes: int) -> np.ndarray:
+    """A runtime's outputs on ``x``, inferred ``batch_size`` images at a time, as float32
+    ``(images, -1)``; ``(0, classes)`` for no images."""
+    outs = [np.asarray(predict(x[i:i + batch_size]), dtype=np.float32).reshape(
+        min(batch_size, len(x) - i), -1) for i in range(0, len(x), batch_size)]
+    return np.concatenate(outs, axis=0) if outs else np.zeros((0, classes), np.float32)
 
 
 def main(argv: list[str]) -> int:
@@ -237,17 +231,21 @@ def main(argv: list[str]) -> int:
     for line in sys.stdin.buffer:
         if not line.strip():
             continue
-        msg = json.loads(line)
-        op = msg.pop("op")
-        if op == "exit":
+        try:
+            request = decode(json.loads(line))
+        except (ValueError, TypeError) as exc:
+            out.write((json.dumps({"ok": False, "error_class": type(exc).__name__,
+                                   "error": str(exc), "traceback": ""}) + "\n").encode())
+            continue
+        if isinstance(request, Exit):
             # Skip the interpreter's teardown: unloading TensorFlow, torch or TVM takes 1-2 s
             # and there is nothing to save; the log is unbuffered and the answers are sent.
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(0)
         try:
-            handler = getattr(server, f"op_{op}")
-            answer = {"ok": True, "result": handler(**msg)}
+            handler = getattr(server, f"op_{request.op}")
+            answer = {"ok": True, "result": encode_reply(handler(request))}
         except Exception as exc:  # noqa: BLE001 - every step failure is an outcome for the parent
             answer = {"ok": False, "error_class": type(exc).__name__,
                       "error": str(exc)[:2000], "traceback": traceback.format_exc()[-6000:]}

@@ -12,20 +12,19 @@ Start-up: steps import their frameworks inside their functions, so a fresh worke
 would also pay for importing TensorFlow, torch or TVM (5-20 s on a loaded machine), and after every
 restart a short step timeout would report a segfault or a quick step as a timeout. A caller that
 passes ``start_timeout`` (the executor does) has a worker that is not running started and warmed
-first: it imports its family's frameworks (``op_warm``) under ``start_timeout``, and only then is the
+first: it imports its family's frameworks (:class:`~fuzzconv.protocol.Warm`) under ``start_timeout``, and only then is the
 request sent and its own timeout started.
 
-Protocol: the parent writes one JSON object per line to the child's stdin; the child answers one
-line on a private pipe (its fd 1 is redirected to stderr, so framework chatter cannot corrupt the
-protocol). Requests: ``{"op": NAME, ...}``, served by ``Server.op_NAME`` in
-:mod:`fuzzconv.worker_main`. Answers: ``{"ok": true, "result": ...}`` or ``{"ok": false,
-"error_class", "error", "traceback"}``.
+Protocol: the typed requests and replies of :mod:`fuzzconv.protocol`. The parent writes one JSON
+object per line to the child's stdin; the child answers one line on a private pipe (its fd 1 is
+redirected to stderr, so framework chatter cannot corrupt the protocol). A request is served by
+``Server.op_NAME`` in :mod:`fuzzconv.worker_main`.
 
 Memory: frameworks keep what a large step allocated (TensorFlow's allocator, converters' caches),
 so a worker that converted a large model stays large while it waits for its next request, next to
 the other families' workers. A worker whose resident size exceeds ``max_rss`` after a request is
 therefore closed, and the next request starts a fresh one (the imports are paid again, a few
-seconds). And before a request that converts or compiles (``step``, ``build``: the ones that grow a
+seconds). And before a request that converts or compiles (a step or a build: the ones that grow a
 worker by gigabytes on a large model), the pool closes workers, largest first, until together they
 hold at most the same limit, so such a step starts next to at most that much. The limit is
 ``$FUZZCONV_WORKER_MAX_RSS`` (bytes, or with a ``K``/``M``/``G`` suffix; 0 turns both off), by
@@ -44,16 +43,15 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from .registry import FAMILIES, family_available
 from .errors import MissingExtra, UsageError
+from .protocol import HEAVY, Exit, Request, Warm, encode, reply_of
+from .registry import FAMILIES, family_available
 
 DEFAULT_TIMEOUT = 600.0
 #: How long a fresh worker may take to import its frameworks (see "Start-up" above).
 START_TIMEOUT = 600.0
 #: Resident size above which a worker is recycled after a request (see the module docstring).
 DEFAULT_MAX_RSS = 3 * 1024**3
-#: Requests before which the pool makes room (see :meth:`WorkerPool.make_room`).
-HEAVY_OPS = frozenset({"step", "build"})
 
 
 def parse_size(text: str) -> int:
@@ -223,7 +221,7 @@ class Worker:
         """Send the exit request without waiting for the worker to go (:meth:`close` waits)."""
         if self.alive() and not self._exit_sent:
             try:
-                self._send({"op": "exit"})
+                self._send(Exit())
             except Exception:  # noqa: BLE001 - a worker that cannot be asked is killed by close()
                 pass
             self._exit_sent = True
@@ -270,7 +268,7 @@ class Worker:
             offset, self._warming = self._warming, None
             self._receive(timeout, what, offset)
         else:
-            self._exchange({"op": "warm"}, timeout, what, count=False)
+            self._exchange(Warm(), timeout, what, count=False)
         self.warm = True
 
     def warm_in_background(self) -> None:
@@ -284,30 +282,30 @@ class Worker:
             self.start()
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         try:
-            self._send({"op": "warm"})
+            self._send(Warm())
         except BrokenPipeError:
             return  # died at once; the next request starts it again and reports why
         self._warming = offset
 
-    def request(self, msg: dict[str, Any], timeout: float | None = None) -> Any:
-        """Send one request and wait for its answer.
+    def request(self, request: Request, timeout: float | None = None) -> Any:
+        """Send one request and wait for its reply (of the request's ``reply`` type).
 
         Raises:
             WorkerFailure: the step raised, the worker died, or it took longer than ``timeout``.
         """
         try:
-            return self._exchange(msg, timeout, str(msg.get("op")))
+            return reply_of(request, self._exchange(request, timeout, request.op))
         finally:
             self._recycle_if_large()  # after a step that raised too; a dead worker has no size
 
-    def _send(self, msg: dict[str, Any]) -> None:
+    def _send(self, request: Request) -> None:
         assert self.proc is not None and self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps(msg) + "\n").encode())
+        self.proc.stdin.write((json.dumps(encode(request)) + "\n").encode())
         self.proc.stdin.flush()
 
-    def _exchange(self, msg: dict[str, Any], timeout: float | None, what: str,
+    def _exchange(self, request: Request, timeout: float | None, what: str,
                   count: bool = True) -> Any:
-        """Send ``msg`` (starting the worker if it is not running) and return its result."""
+        """Send ``request`` (starting the worker if it is not running) and return its result."""
         if self._warming is not None and self.alive():
             self.warm_up(START_TIMEOUT)  # answers come in order: the warm-up's first
         if not self.alive():
@@ -317,7 +315,7 @@ class Worker:
         if count:
             self.requests += 1
         try:
-            self._send(msg)
+            self._send(request)
         except BrokenPipeError:
             return self._died(log_offset)
         return self._receive(timeout, what, log_offset)
@@ -401,9 +399,9 @@ class WorkerPool:
                                           max_rss=self.max_rss)
         return self.workers[family]
 
-    def request(self, family: str, msg: dict[str, Any], timeout: float | None = None,
+    def request(self, family: str, request: Request, timeout: float | None = None,
                 start_timeout: float | None = None, deadline: float | None = None) -> Any:
-        """Send ``msg`` to the family's worker and wait for its answer.
+        """Send ``request`` to the family's worker and wait for its reply.
 
         Args:
             timeout: seconds for the request itself; defaults to :data:`DEFAULT_TIMEOUT`.
@@ -415,12 +413,12 @@ class WorkerPool:
         Raises:
             WorkerFailure: see :meth:`Worker.request` and :meth:`Worker.warm_up`.
         """
-        if msg.get("op") in HEAVY_OPS:
+        if isinstance(request, HEAVY):
             self.make_room()
         worker = self.get(family)
         if start_timeout is not None:
             worker.warm_up(_within(start_timeout, deadline, f"starting the {family} worker"))
-        return worker.request(msg, _within(timeout or DEFAULT_TIMEOUT, deadline, str(msg.get("op"))))
+        return worker.request(request, _within(timeout or DEFAULT_TIMEOUT, deadline, request.op))
 
     def make_room(self) -> list[str]:
         """Close workers, largest first, until together they hold at most ``max_rss``; the
@@ -462,3 +460,23 @@ class WorkerPool:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class NoWorkers:
+    """A pool that never starts a worker: every request fails as a crash of class ``NotCached``.
+
+    An executor over it answers from the cache alone, which is what a reader of a store (the HTML
+    report) wants: it shows what was computed and never runs a framework.
+    """
+
+    def request(self, family: str, request: Request, timeout: float | None = None,
+                start_timeout: float | None = None, deadline: float | None = None) -> Any:
+        raise WorkerFailure("crash", "NotCached",
+                            f"not in the cache (it would take a {request.op} in the {family} "
+                            "worker, and this reader runs no framework)")
+
+    def warm_in_background(self, families: Iterable[str]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

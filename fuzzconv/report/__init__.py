@@ -9,11 +9,7 @@
 - :mod:`.html` — ``fuzzconv report --html FILE``: one static, offline HTML page with the campaign
   summary, a sortable findings table, failing images with their top-5, and charts.
 
-Both read the store through :class:`fuzzconv.store.Store` and evaluate what they need through the
-executor (whose cache normally answers), so this process still imports no framework.
+They read the store through :class:`fuzzconv.store.Store` and never import the engine or the
+shrinker. This package imports none of them itself, so a command that needs one (``fuzzconv
+repro BUNDLE`` needs only :mod:`.bundle_import`) loads only that one.
 """
-
-from .bundle import write_bundle
-from .html import write_html
-
-__all__ = ["write_bundle", "write_html"]

@@ -22,38 +22,10 @@ from typing import Any, Callable
 
 from ..errors import UsageError
 from ..evaluator import Outcome
-from ..pipeline import Pipeline, Step
+from ..pipeline import Pipeline, Step, runnable_prefix
 from ..registry import Registry
 
 Judge = Callable[[Pipeline], Outcome]
-
-
-def plainest_runtime(reg: Registry, fmt: str) -> Step | None:
-    """The default-parameter runtime for ``fmt`` (by name order: the registry's stable choice)."""
-    rts = reg.runtimes_for(fmt)
-    if not rts:
-        return None
-    return Step.make(rts[0].name, rts[0].canonical_params({}))
-
-
-def probe(reg: Registry, p: Pipeline, n: int, source: str) -> Pipeline | None:
-    """The first ``n`` steps of ``p`` made runnable; None when no plain completion exists."""
-    steps = list(p.steps[:n])
-    fmt = reg.get(steps[-1].name).dst if steps else source
-    rt = plainest_runtime(reg, fmt)  # type: ignore[arg-type]
-    if rt is None:
-        # e.g. a Relax module: build it with default options and run that
-        for op in reg.steps_from(fmt):  # type: ignore[arg-type]
-            if not op.optional and reg.runtimes_for(op.dst):  # type: ignore[arg-type]
-                steps.append(Step.make(op.name, op.canonical_params({})))
-                rt = plainest_runtime(reg, op.dst)  # type: ignore[arg-type]
-                break
-    if rt is None:
-        return None
-    try:
-        return Pipeline.make(reg, p.model, steps, rt, p.device, source_format=source)
-    except UsageError:
-        return None
 
 
 #: Symptoms about the values a pipeline computes (not how fast, nor whether it runs).
@@ -109,7 +81,7 @@ def find_culprit(reg: Registry, p: Pipeline, judge: Judge, source: str,
     def diverges(i: int) -> bool:
         nonlocal probes, fresh
         if i not in memo:
-            q = probe(reg, p, i, source)
+            q = runnable_prefix(reg, p, i, source)
             if q is None:
                 memo[i] = False  # cannot be judged alone: let the search move past it
             else:

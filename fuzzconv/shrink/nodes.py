@@ -36,8 +36,8 @@ with ``reason``), ``op_type``, ``method``, ``matched`` and ``nodes`` (nodes comp
 ``prefix-bisect`` the nodes a prefix can end at, of which ``probes`` were run), and ``path``:
 ``{"node", "op_type", "max_abs", "max_rel", "diverges"}`` in order, the last :data:`PATH_BEFORE`
 compared nodes before the first divergent one, it, and :data:`PATH_AFTER` after it. The
-tolerance is :func:`.reduce.activation_divergence`. It never raises for a culprit it cannot look
-into, nor for a worker failure while looking.
+tolerance is :func:`fuzzconv.activations.activation_divergence`. It never raises for a culprit it
+cannot look into, nor for a worker failure while looking.
 """
 
 from __future__ import annotations
@@ -46,27 +46,29 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..activations import TensorError, activation_divergence
 from ..executor import Evaluation, Executor
+from ..interfaces import Corpus
 from ..oracle import Thresholds
 from ..pipeline import Pipeline
 from ..workers import WorkerFailure
 from ..zoo import get_model
-from .reduce import (GraphInfo, OnnxChain, Recorded, TensorError, Verdict,
-                     activation_divergence, cut_output, load_arrays, make_cut, save_arrays,
-                     upstream_onnx, worker_call)
+from .chain import OnnxChain, Verdict, upstream_onnx, worker_call
+from .graph import GraphInfo, Recorded, cut_output, make_cut
+from .keras_tensors import keras_layer_outputs, tflite_tensors
+from .onnx_tensors import describe, load_arrays, record
 
 #: Compared nodes kept in ``path`` before the first divergent one, and after it.
 PATH_BEFORE = 8
 PATH_AFTER = 3
-_THIS = "fuzzconv.shrink.nodes"
 
 
-def first_divergent_node(executor: Executor, pipeline: Pipeline, culprit_index: int, corpus: Any,
-                         thresholds: Thresholds = Thresholds()) -> dict[str, Any]:
+def first_divergent_node(executor: Executor, pipeline: Pipeline, culprit_index: int,
+                         corpus: Corpus, thresholds: Thresholds = Thresholds()) -> dict[str, Any]:
     """The first node whose output diverges under the culprit step, on ``corpus``.
 
     Args:
@@ -151,15 +153,15 @@ def _answer(rows: list[dict[str, Any]], method: str, matched: int, total: int,
 
 
 # -- ONNX → ONNX: expose every node output ------------------------------------------------------
-def _exposed(executor: Executor, pipeline: Pipeline, ci: int, corpus: Any,
+def _exposed(executor: Executor, pipeline: Pipeline, ci: int, corpus: Corpus,
              thresholds: Thresholds, work: Path) -> dict[str, Any]:
     spec = get_model(pipeline.model)
     inputs = str(executor.inputs(spec, corpus))
     graphs, values = [], []
     for n, tag in ((ci - 1, "before"), (ci, "after")):
         art = _artifact(executor, pipeline, n)
-        graphs.append(GraphInfo.from_dict(worker_call(executor, "describe", model=str(art))))
-        worker_call(executor, "record", model=str(art), inputs=inputs,
+        graphs.append(GraphInfo.from_dict(worker_call(executor, describe, model=str(art))))
+        worker_call(executor, record, model=str(art), inputs=inputs,
                     out=str(work / f"{tag}.npz"), model_layout=spec.layout)
         values.append(load_arrays(work / f"{tag}.npz"))
     ref_info, test_info = graphs
@@ -180,15 +182,15 @@ def _exposed(executor: Executor, pipeline: Pipeline, ci: int, corpus: Any,
 
 
 # -- downstream of ONNX: bisect over prefixes ---------------------------------------------------
-def _prefix_bisect(executor: Executor, pipeline: Pipeline, start: int, corpus: Any,
+def _prefix_bisect(executor: Executor, pipeline: Pipeline, start: int, corpus: Corpus,
                    thresholds: Thresholds, work: Path) -> dict[str, Any]:
     spec = get_model(pipeline.model)
     source = _artifact(executor, pipeline, start)
     chain = OnnxChain(executor, pipeline, start, work, thresholds)
-    info = GraphInfo.from_dict(worker_call(executor, "describe", model=str(source)))
+    info = GraphInfo.from_dict(worker_call(executor, describe, model=str(source)))
     rec_path = work / "recorded.npz"
     rec = Recorded.from_dict(worker_call(
-        executor, "record", model=str(source), inputs=str(executor.inputs(spec, corpus)),
+        executor, record, model=str(source), inputs=str(executor.inputs(spec, corpus)),
         out=str(rec_path), model_layout=spec.layout))
     outs = [i for i in range(len(info.nodes)) if cut_output(info, rec, i) is not None]
     last = info.output_node()
@@ -236,69 +238,6 @@ def _prefix_bisect(executor: Executor, pipeline: Pipeline, start: int, corpus: A
 
 
 # -- Keras → ONNX / TFLite: layers by name ------------------------------------------------------
-def keras_layer_outputs(model: str, inputs: str, out: str) -> dict[str, Any]:
-    """Worker op (tf): every single-output layer's output on ``inputs``, saved to ``out``."""
-    import keras
-
-    from ..steps.keras import load_keras
-
-    m = load_keras(Path(model))
-    kept, outs = [], []
-    for layer in m.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        try:
-            o = layer.output
-        except (AttributeError, ValueError):  # shared or nested layers have no one output
-            continue
-        if isinstance(o, (list, tuple)):
-            continue
-        kept.append(layer)
-        outs.append(o)
-    probe = keras.Model(m.inputs, outs)
-    ys = probe(np.load(inputs, allow_pickle=False), training=False)
-    ys = ys if isinstance(ys, (list, tuple)) else [ys]
-    save_arrays(out, {layer.name: np.asarray(y) for layer, y in zip(kept, ys)})
-    return {"layers": [[layer.name, type(layer).__name__] for layer in kept]}
-
-
-def tflite_tensors(model: str, inputs: str, out: str) -> dict[str, Any]:
-    """Worker op (tf): every operator output of a TFLite model on ``inputs``, saved to ``out``.
-
-    The interpreter keeps intermediates (``experimental_preserve_all_tensors``) and runs without
-    its default XNNPACK delegate, whose tensors it could not show; quantized tensors are
-    dequantized with their scale and zero point.
-    """
-    import tensorflow as tf
-
-    it = tf.lite.Interpreter(
-        model_path=model, experimental_preserve_all_tensors=True,
-        experimental_op_resolver_type=tf.lite.experimental.OpResolverType
-        .BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    x = np.ascontiguousarray(np.load(inputs, allow_pickle=False), dtype=np.float32)
-    inp = it.get_input_details()[0]["index"]
-    it.resize_tensor_input(inp, list(x.shape), strict=True)
-    it.allocate_tensors()
-    it.set_tensor(inp, x)
-    it.invoke()
-    details = {d["index"]: d for d in it.get_tensor_details()}
-    arrays: dict[str, np.ndarray] = {}
-    ops = []
-    for op in it._get_ops_details():  # the interpreter's only per-operator listing
-        for t in op["outputs"]:
-            if t < 0 or details[t]["name"] in arrays:
-                continue
-            d = details[t]
-            a = np.asarray(it.get_tensor(t))
-            scale, zero = d["quantization"]
-            if scale and np.issubdtype(a.dtype, np.integer):
-                a = (a.astype(np.float32) - zero) * scale
-            arrays[d["name"]] = a
-            ops.append([d["name"], op["op_name"]])
-    save_arrays(out, arrays)
-    return {"tensors": ops}
-
-
 def _mentions(text: str, index: dict[str, int]) -> list[int]:
     """Positions of the layers whose names are segments of ``text``.
 
@@ -362,26 +301,26 @@ def _compare_layouts(ref: np.ndarray, out: np.ndarray, thresholds: Thresholds) -
                key=lambda e: e.max_abs)
 
 
-def _keras_layers(executor: Executor, pipeline: Pipeline, ci: int, corpus: Any,
+def _keras_layers(executor: Executor, pipeline: Pipeline, ci: int, corpus: Corpus,
                   thresholds: Thresholds, work: Path) -> dict[str, Any]:
     spec = get_model(pipeline.model)
     inputs = str(executor.inputs(spec, corpus))
     src, dst = _artifact(executor, pipeline, ci - 1), _artifact(executor, pipeline, ci)
 
-    def call(fn: str, family: str = "ort", **kwargs: Any) -> Any:
+    def call(fn: Callable[..., Any], family: str = "ort", **kwargs: Any) -> Any:
         return worker_call(executor, fn, family, **kwargs)
 
-    layers = call(f"{_THIS}:keras_layer_outputs", family="tf", model=str(src), inputs=inputs,
+    layers = call(keras_layer_outputs, family="tf", model=str(src), inputs=inputs,
                   out=str(work / "keras.npz"))["layers"]
     ref = load_arrays(work / "keras.npz")
     if dst.suffix == ".onnx":
-        info = GraphInfo.from_dict(call("describe", model=str(dst)))
-        call("record", model=str(dst), inputs=inputs, out=str(work / "test.npz"),
+        info = GraphInfo.from_dict(call(describe, model=str(dst)))
+        call(record, model=str(dst), inputs=inputs, out=str(work / "test.npz"),
              model_layout=spec.layout)
         described = _onnx_descriptions(info)
         kinds = {n.outputs[0]: (n.name, n.op_type) for n in info.nodes if n.outputs}
     else:
-        tensors = call(f"{_THIS}:tflite_tensors", family="tf", model=str(dst), inputs=inputs,
+        tensors = call(tflite_tensors, family="tf", model=str(dst), inputs=inputs,
                        out=str(work / "test.npz"))["tensors"]
         described = [(name, name) for name, _ in tensors]
         kinds = {name: (name, op) for name, op in tensors}

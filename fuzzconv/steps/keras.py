@@ -3,12 +3,10 @@
 The ``keras`` runtime is the reference for Keras-source models (fp32, CPU, ``model(x,
 training=False)``); with ``jit_compile`` it runs the same model through XLA.
 
-Input layout convention: ``keras.tf2onnx`` with ``inputs_as_nchw=True`` makes the ONNX input NCHW
-while the model (and the corpus batches fed to every runtime) stay NHWC. The step records this as
-``metadata_props[INPUT_LAYOUT_KEY] = "NCHW"`` in the ONNX model; a runtime that executes an ONNX
-model (or anything converted from one) must transpose the NHWC batch it is given to NCHW when it
-sees that entry (:func:`onnx_input_layout` reads it). Without the entry the input is in the
-model's own layout.
+Input layout: ``keras.tf2onnx`` with ``inputs_as_nchw=True`` makes the ONNX input NCHW while the
+model (and the corpus batches fed to every runtime) stay NHWC. The step records this in the ONNX
+model (:mod:`fuzzconv.formats.layout`), and every runtime that executes an ONNX model (or anything
+converted from one) transposes the batches it is given accordingly.
 
 Everything framework-specific is imported inside the functions: the orchestrator imports this
 module to read the registry and must not load TensorFlow.
@@ -22,6 +20,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+from ..formats.layout import INPUT_LAYOUT_KEY
 from ..plugins import StepContext, runtime, step
 
 if TYPE_CHECKING:
@@ -29,8 +28,6 @@ if TYPE_CHECKING:
     import onnx
     import tensorflow as tf
 
-#: ``metadata_props`` key recording an ONNX input layout that differs from the model's.
-INPUT_LAYOUT_KEY = "fuzzconv.input_layout"
 #: The name every ONNX model made here gives its input.
 INPUT_NAME = "input"
 
@@ -40,14 +37,6 @@ def load_keras(path: Path) -> "keras.Model":
     import keras
 
     return keras.models.load_model(str(path), safe_mode=True, compile=False)
-
-
-def onnx_input_layout(model: "onnx.ModelProto") -> str | None:
-    """The input layout a step recorded in ``model`` (``"NCHW"``), or None when it kept the model's."""
-    for prop in model.metadata_props:
-        if prop.key == INPUT_LAYOUT_KEY:
-            return prop.value
-    return None
 
 
 def reset_tf2onnx_names() -> None:

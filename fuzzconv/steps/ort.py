@@ -7,8 +7,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..formats.layout import INPUT_LAYOUT_KEY, to_layout
 from ..plugins import StepContext, runtime
-from .keras import INPUT_LAYOUT_KEY
 
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
            "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
@@ -36,11 +36,11 @@ def ort_runtime(ctx: StepContext, artifact: Path, graph_optimization_level: str 
     name = sess.get_inputs()[0].name
     # keras.tf2onnx(inputs_as_nchw=True) records that the ONNX input is NCHW while batches
     # arrive in the model's NHWC layout.
-    layout = sess.get_modelmeta().custom_metadata_map.get(INPUT_LAYOUT_KEY)
-    nchw = layout == "NCHW" and ctx.model["layout"] == "NHWC"
+    model_layout = ctx.model["layout"]
+    layout = sess.get_modelmeta().custom_metadata_map.get(INPUT_LAYOUT_KEY) or model_layout
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        x = batch.transpose(0, 3, 1, 2) if nchw else batch
+        x = to_layout(batch, model_layout, layout)
         return sess.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
     return predict

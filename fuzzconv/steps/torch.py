@@ -1,92 +1,23 @@
 """PyTorch steps and the ``torch`` runtime: onnx2torch, ONNX export, eager and compiled inference.
 
-A torch artifact (``model.torch.json``) is a small JSON manifest, never a pickle:
-
-- ``{"kind": "zoo", "architecture": ..., "options": {...}, "weights": "weights.npz"}``: a zoo
-  architecture from :data:`fuzzconv.zoo.torchvision_models.ARCHITECTURES` and its state dict
-  beside the manifest (written by the zoo builders);
-- ``{"kind": "onnx2torch", "onnx": "model.onnx", "input_layout": ...}``: the ONNX model beside the
-  manifest, rebuilt with ``onnx2torch.convert`` at load time.
-
-Both carry ``"format": "fuzzconv.torch"`` and ``"version"``. :func:`load_torch_module` turns either
-into an ``nn.Module`` in eval mode; the ``torch`` runtime, ``torch.onnx_export`` and TVM's
-``torch.tvm`` step all load artifacts through it, and :func:`module_input_layout` says which layout
-the module takes.
+Torch artifacts are JSON manifests (:mod:`fuzzconv.formats.torch`); every step and the runtime
+load them through :func:`~fuzzconv.formats.torch.load_torch_module`.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from ..formats.layout import INPUT_LAYOUT_KEY, image_shape, onnx_input_layout, to_layout
+from ..formats.torch import load_torch_module, module_input_layout, write_manifest
 from ..plugins import StepContext, runtime, step
-from .keras import INPUT_LAYOUT_KEY, onnx_input_layout
 
 if TYPE_CHECKING:
     import torch
-
-MANIFEST_FORMAT = "fuzzconv.torch"
-MANIFEST_VERSION = 1
-_TRANSPOSE = {("NHWC", "NCHW"): (0, 3, 1, 2), ("NCHW", "NHWC"): (0, 2, 3, 1)}
-
-
-def read_manifest(path: Path) -> dict[str, Any]:
-    """The manifest of a torch artifact, checked for format and version."""
-    manifest = json.loads(Path(path).read_text())
-    if manifest.get("format") != MANIFEST_FORMAT or manifest.get("version") != MANIFEST_VERSION:
-        raise ValueError(f"{path} is not a fuzzconv torch artifact (version {MANIFEST_VERSION})")
-    return manifest
-
-
-def write_manifest(dst: Path, kind: str, model: str, **fields: Any) -> None:
-    """Write a torch artifact's manifest; ``fields`` name the files beside it and their options."""
-    manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "kind": kind,
-                "model": model, **fields}
-    Path(dst).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-
-
-def load_torch_module(path: Path) -> "torch.nn.Module":
-    """The module of a torch artifact (``model.torch.json``), in eval mode, on CPU.
-
-    Args:
-        path: the manifest; the files it names lie beside it.
-    """
-    path = Path(path)
-    manifest = read_manifest(path)
-    if manifest["kind"] == "zoo":
-        from ..zoo.torchvision_models import load_zoo_module
-
-        return load_zoo_module(manifest, path.parent)
-    if manifest["kind"] == "onnx2torch":
-        import onnx2torch
-
-        return onnx2torch.convert(str(path.parent / manifest["onnx"])).eval()
-    raise ValueError(f"{path}: unknown torch artifact kind {manifest['kind']!r}")
-
-
-def module_input_layout(path: Path, model_layout: str) -> str:
-    """The layout the artifact's module takes: the model's, unless the manifest says otherwise."""
-    return read_manifest(Path(path)).get("input_layout") or model_layout
-
-
-def to_layout(batch: np.ndarray, src: str, dst: str) -> np.ndarray:
-    """A 4-D batch moved from layout ``src`` to ``dst`` (NHWC/NCHW), contiguous."""
-    if src == dst:
-        return batch
-    return np.ascontiguousarray(batch.transpose(_TRANSPOSE[(src, dst)]))
-
-
-def _module_shape(ctx: StepContext, layout: str) -> list[int]:
-    """One image's shape (no batch axis) in the module's layout."""
-    shape = ctx.input_shape
-    if layout == ctx.model["layout"]:
-        return shape
-    perm = _TRANSPOSE[(ctx.model["layout"], layout)]
-    return [shape[i - 1] for i in perm[1:]]
 
 
 @step("onnx.onnx2torch", src="onnx", dst="torch", family="torch")
@@ -125,7 +56,7 @@ def onnx_export(ctx: StepContext, src: Path, dst: Path, *, opset: int = 17,
     module = load_torch_module(src)
     layout = module_input_layout(src, ctx.model["layout"])
     # Batch 2, not 1: torch.export specialises size-1 dimensions, which would pin the batch axis.
-    example = (torch.zeros([2, *_module_shape(ctx, layout)]),)
+    example = (torch.zeros([2, *image_shape(ctx, layout)]),)
     kw: dict[str, Any] = {}
     if dynamo:
         kw["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
@@ -167,7 +98,7 @@ def torch_runtime(ctx: StepContext, artifact: Path, *,
         # or more (8, then the smaller last batch), and one for a single image, since dynamo
         # specialises size-1 dimensions (a lone last image or a per-image timing would otherwise
         # recompile inside predict).
-        warm = torch.zeros([2, *_module_shape(ctx, layout)], device=device)
+        warm = torch.zeros([2, *image_shape(ctx, layout)], device=device)
         torch._dynamo.mark_dynamic(warm, 0)
         with torch.no_grad():
             fn(warm)

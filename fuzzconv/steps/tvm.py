@@ -1,24 +1,12 @@
 """TVM Relax steps and the ``tvm`` runtime: ONNX and PyTorch into Relax, Relax passes, compilation.
 
-apache-tvm 0.27 is Relax-only. Two artifact formats belong to this family:
-
-- ``relax`` (``module.json``): a Relax IRModule. The file is JSON holding the module as TVMScript
-  text; its tensor constants (the weights) lie beside it in ``module.constants.npz``.
-  ``tvm.ir.save_json`` is not used because with the apache-tvm-ffi this stack pins (0.1.15.post2)
-  it segfaults in ``tvm::ffi::ToJSONGraph`` on *any* TVM IR object, even an ``IntImm``
-  (0.1.14.x serialises fine), and ``script(show_meta=True)`` goes through the same code. So
-  :func:`save_relax` prints the module without metadata, where the printer writes each
-  non-scalar constant as ``metadata["ir.GenericConst"][i]``, stores those constants in printing
-  order, and :func:`load_relax` parses the text with ``metadata`` bound to the re-created
-  constants. Scalars are printed inline. Every save parses its own output back and checks it is
-  structurally equal to the module (constants compared by value), so a module that would not
-  survive the round trip fails loudly at the step that made it instead of changing silently.
-- ``tvm`` (``lib.so``): a Relax VM executable exported with ``export_library``, loaded with
-  ``tvm.runtime.load_module`` and run by ``relax.VirtualMachine``; entry function ``main``.
+apache-tvm 0.27 is Relax-only. Its two artifact formats, ``relax`` (a Relax IRModule as TVMScript
+text, ``module.json``) and ``tvm`` (a compiled library, ``lib.so``), are described and read in
+:mod:`fuzzconv.formats.relax`.
 
 Input layout: ``keras.tf2onnx(inputs_as_nchw=True)`` makes an NCHW ONNX input for an NHWC model
-(``fuzzconv.input_layout`` in the ONNX metadata, see :mod:`fuzzconv.steps.keras`), and onnx2torch
-keeps that in its manifest. The importing steps record the layout the module takes in
+(recorded in the ONNX metadata, see :mod:`fuzzconv.formats.layout`), and onnx2torch keeps that in
+its manifest. The importing steps record the layout the module takes in
 ``layout.json`` beside the artifact; ``tvm.pass`` and ``tvm.build`` copy it on, and the runtime
 transposes the batches it is given (always in the model's own layout) to it. A relax artifact
 without the file (one written by a ``tvm_transform`` plugin) gets its layout from the shape of
@@ -29,8 +17,7 @@ dimension; ``torch.export`` is given a dynamic batch), so one artifact takes the
 of 8 and its smaller last batch.
 
 Passes: ``tvm.pass`` applies one pass of ``tvm.relax.transform``. Which passes can run on their
-own on an imported module is found out from TVM itself by :func:`list_relax_passes` (see there),
-cached per TVM version in ``$FUZZCONV_CACHE/tvm-passes-<version>.json``.
+own on an imported module is found out from TVM itself (:mod:`.relax_passes`).
 
 TVM, onnx and torch are imported inside functions: the orchestrator imports this module to read
 the registry and must stay framework-free.
@@ -39,139 +26,29 @@ the registry and must stay framework-free.
 from __future__ import annotations
 
 import inspect
-import json
-import os
 import re
-import subprocess
-import sys
-import tempfile
-import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from ..cache import cache_home
 from ..errors import UsageError
+from ..formats.layout import (image_shape, onnx_input_layout, read_input_layout, to_layout,
+                              write_input_layout)
+from ..formats.relax import load_relax, save_relax, vm_output
+from ..formats.torch import load_torch_module, module_input_layout
 from ..plugins import StepContext, runtime, step
 from ..registry import register
 from ..tuning import fixed_batches, read_static_batch, tuned_fuses, tuning_cost
-from .keras import onnx_input_layout
+from .relax_passes import (ARITHMETIC_PASSES, FALLBACK_PASSES, apply_pass, cached_passes,
+                           list_relax_passes, pass_constructor)
 from .tvm_tuning import tuned_compile
 
 if TYPE_CHECKING:
     import tvm
 
-RELAX_FORMAT = "fuzzconv.relax"
-RELAX_VERSION = 1
-LAYOUT_FILE = "layout.json"
-_TRANSPOSE = {("NHWC", "NCHW"): (0, 3, 1, 2), ("NCHW", "NHWC"): (0, 2, 3, 1)}
-# How the TVMScript printer refers to an object it does not print inline.
-_META_REF = re.compile(r'metadata\["([^"]+)"\]\[(\d+)\]')
-# The printer writes non-finite scalar constants as R.const("inf", "float32") (also "-inf",
-# "nan"), which its own parser refuses ("value has to be scalar or Tensor"); ONNX Clip imports
-# into exactly such constants. They are rewritten to names bound at parse time.
-_NONFINITE = re.compile(r'R\.const\("(-?)(inf|nan)", ')
 
-
-# -- relax artifacts ---------------------------------------------------------------------------
-def _constants_path(path: Path) -> Path:
-    return path.parent / f"{path.stem}.constants.npz"
-
-
-def _printed_constants(mod: "tvm.IRModule", text: str) -> list:
-    """The module's tensor constants in the order the printer numbered them in ``text``.
-
-    The printer numbers constants as it first meets them, walking functions in the order it
-    prints them and each function's bindings in order; scalars it prints inline.
-    """
-    from tvm import relax
-
-    found: list = []
-
-    @relax.expr_functor.visitor
-    class _Collect(relax.PyExprVisitor):
-        def visit_generic_const_(self, op: Any) -> None:
-            if getattr(op.ty, "ndim", 0) != 0 and not any(op.same_as(c) for c in found):
-                found.append(op)
-
-    funcs = [(text.find(f"def {gv.name_hint}("), fn) for gv, fn in mod.functions_items()
-             if isinstance(fn, relax.Function)]
-    for _, fn in sorted(funcs, key=lambda t: t[0]):
-        _Collect().visit_expr(fn)
-    return found
-
-
-def _parse_relax(text: str, arrays: list[np.ndarray]) -> "tvm.IRModule":
-    import tvm
-    from tvm import relax
-    # The parser's own global table (I, R, T, ...); passing extra_vars replaces it, so extend it.
-    from tvm.script.parser.core.entry import _default_globals
-
-    names = dict(_default_globals())
-    names.update(inf=float("inf"), nan=float("nan"))
-    names["metadata"] = {"ir.GenericConst": [relax.const(a) for a in arrays]}
-    return tvm.script.from_source(text, extra_vars=names)
-
-
-def save_relax(mod: "tvm.IRModule", path: Path) -> None:
-    """Write a Relax IRModule as ``path`` (JSON with the TVMScript text) plus its constants.
-
-    Raises:
-        RuntimeError: the module does not survive printing and parsing back unchanged.
-    """
-    import tvm_ffi
-
-    path = Path(path)
-    text = _NONFINITE.sub(lambda m: f"R.const({m[1]}{m[2]}, ", mod.script(show_meta=False))
-    refs = _META_REF.findall(text)
-    kinds = sorted({k for k, _ in refs} - {"ir.GenericConst"})
-    if kinds:
-        raise RuntimeError(f"the module holds objects TVMScript cannot print inline: {kinds}")
-    consts = _printed_constants(mod, text)
-    if len(consts) != len({i for _, i in refs}):
-        raise RuntimeError(f"found {len(consts)} tensor constants but the TVMScript text refers "
-                           f"to {len({i for _, i in refs})}")
-    arrays = [c.value.numpy() for c in consts]
-    if not tvm_ffi.structural_equal(mod, _parse_relax(text, arrays)):
-        raise RuntimeError("the Relax module does not survive the TVMScript round trip")
-    np.savez(_constants_path(path), **{f"c{i}": a for i, a in enumerate(arrays)})
-    doc = {"format": RELAX_FORMAT, "version": RELAX_VERSION, "tvm": tvm_version(),
-           "constants": _constants_path(path).name, "count": len(arrays), "script": text}
-    path.write_text(json.dumps(doc, indent=1) + "\n")
-
-
-def load_relax(path: Path) -> "tvm.IRModule":
-    """Read a Relax IRModule written by :func:`save_relax`."""
-    path = Path(path)
-    doc = json.loads(path.read_text())
-    if doc.get("format") != RELAX_FORMAT or doc.get("version") != RELAX_VERSION:
-        raise ValueError(f"{path} is not a fuzzconv relax artifact (version {RELAX_VERSION})")
-    with np.load(path.parent / doc["constants"], allow_pickle=False) as npz:
-        arrays = [npz[f"c{i}"] for i in range(doc["count"])]
-    return _parse_relax(doc["script"], arrays)
-
-
-def write_input_layout(artifact_dir: Path, layout: str) -> None:
-    (Path(artifact_dir) / LAYOUT_FILE).write_text(json.dumps({"input_layout": layout}) + "\n")
-
-
-def read_input_layout(artifact_dir: Path) -> str | None:
-    """The input layout recorded beside an artifact, or None when there is no record."""
-    f = Path(artifact_dir) / LAYOUT_FILE
-    return json.loads(f.read_text())["input_layout"] if f.exists() else None
-
-
-def _image_shape(ctx: StepContext, layout: str) -> list[int]:
-    """One image's shape (no batch axis) in ``layout``."""
-    shape = ctx.input_shape
-    if layout == ctx.model["layout"]:
-        return shape
-    perm = _TRANSPOSE[(ctx.model["layout"], layout)]
-    return [shape[i - 1] for i in perm[1:]]
-
-
+# -- helpers ----------------------------------------------------------------------------------
 def _module_input_layout(ctx: StepContext, mod: "tvm.IRModule", artifact_dir: Path) -> str:
     """The layout ``main`` takes: the recorded one, else read off its input's static shape."""
     recorded = read_input_layout(artifact_dir)
@@ -182,7 +59,7 @@ def _module_input_layout(ctx: StepContext, mod: "tvm.IRModule", artifact_dir: Pa
     dims = [int(d) if isinstance(d, tvm.tirx.IntImm) else None
             for d in mod["main"].params[0].ty.shape][1:]
     for layout in ("NHWC", "NCHW"):
-        if dims == _image_shape(ctx, layout):
+        if dims == image_shape(ctx, layout):
             return layout
     raise RuntimeError(f"main takes images of shape {dims}, which fits neither layout of "
                        f"{ctx.model['name']} {ctx.input_shape}")
@@ -231,12 +108,10 @@ def torch_to_relax(ctx: StepContext, src: Path, dst: Path, decompose: bool = Tru
     import torch
     from tvm.relax.frontend.torch import from_exported_program
 
-    from .torch import load_torch_module, module_input_layout
-
     module = load_torch_module(src)
     layout = module_input_layout(src, ctx.model["layout"])
     # Batch 2, not 1: torch.export specialises size-1 dimensions, which would pin the batch axis.
-    example = (torch.zeros([2, *_image_shape(ctx, layout)]),)
+    example = (torch.zeros([2, *image_shape(ctx, layout)]),)
     exported = torch.export.export(module, example,
                                    dynamic_shapes=({0: torch.export.Dim("batch")},))
     mod = from_exported_program(exported, run_ep_decomposition=bool(decompose),
@@ -246,387 +121,11 @@ def torch_to_relax(ctx: StepContext, src: Path, dst: Path, decompose: bool = Tru
 
 
 # -- passes ------------------------------------------------------------------------------------
-# Argument values tried for passes that take arguments (the pass names themselves come from TVM).
-# Only plain data is offered; a pass whose required arguments are functions, TIR or devices is
-# left out of the list with the reason recorded.
-PASS_ARG_CHOICES: dict[str, list[dict[str, Any]]] = {
-    "FuseOps": [{"fuse_opt_level": 0}, {"fuse_opt_level": 1}, {"fuse_opt_level": 2}],
-    # Layouts for conv2d only: pooling and reductions follow it, and naming them fails an
-    # internal check (NoDesiredLayout(call, desired_layouts)) rather than raising an error.
-    "ConvertLayout": [
-        {"desired_layouts": {"relax.nn.conv2d": ["NHWC", "OHWI"]}},
-        {"desired_layouts": {"relax.nn.conv2d": ["NHWC", "HWIO"]}},
-    ],
-    "ToMixedPrecision": [{"out_dtype": "float16"}],
-    "TopologicalSort": [{"order": "breadth-first"}, {"direction": "from-outputs"},
-                        {"order": "breadth-first", "direction": "from-outputs"}],
-    "EliminateCommonSubexpr": [{"call_only": True}],
-    "ConvertToDataflow": [{"min_size": 1}],
-    "DeadCodeElimination": [{"entry_functions": ["main"]}],
-    "DecomposeOpsForInference": [{"func_name": "main"}],
-    "LiftTransformParams": [{"shared_transform": True}],
-}
-
-# Passes that change what is computed, not only how it is scheduled: reduced precision, fast
-# approximations, layout changes and algebraic rewrites (the hunt tries these first).
-ARITHMETIC_PASSES = {"AdjustMatmulOrder", "CombineParallelMatmul", "ConvertLayout",
-                     "DecomposeOpsForInference", "DecomposeOpsForTraining", "ExpandMatmulOfSum",
-                     "FastMathTransform", "FoldBatchnormToConv2D", "FuseTransposeMatmul",
-                     "ToMixedPrecision"}
-
-# Passes whose arguments are compute budgets, not plain choices: tuning runs for many minutes.
-_NOT_PROBED = {
-    "MetaScheduleTuneIRMod": "tunes kernels (needs a work directory and a trial budget)",
-    "MetaScheduleTuneTIR": "tunes kernels (needs a work directory and a trial budget)",
-}
-
-# Used for the step's choices until list_relax_passes() has cached the list for this TVM version.
-# It is that function's answer on apache-tvm 0.27.0.post1 (x86-64, LLVM 22).
-FALLBACK_PASSES: dict[str, list[dict[str, Any]]] = {
-    "AdjustMatmulOrder": [{}],
-    "AllocateWorkspace": [{}],
-    "AnnotateTIROpPattern": [{}],
-    "AttachAttrLayoutFreeBuffers": [{}],
-    "AttachGlobalSymbol": [{}],
-    "CanonicalizeBindings": [{}],
-    "CombineParallelMatmul": [{}],
-    "ComputePrimValue": [{}],
-    # Layouts for conv2d only: pooling and reductions follow it, and naming them fails an
-    # internal check (NoDesiredLayout(call, desired_layouts)) rather than raising an error.
-    "ConvertLayout": [
-        {"desired_layouts": {"relax.nn.conv2d": ["NHWC", "OHWI"]}},
-        {"desired_layouts": {"relax.nn.conv2d": ["NHWC", "HWIO"]}},
-    ],
-    "ConvertToDataflow": [{}, {"min_size": 1}],
-    "DataflowUseInplaceCalls": [{}],
-    "DeadCodeElimination": [{}, {"entry_functions": ["main"]}],
-    "DecomposeOpsForInference": [{}, {"func_name": "main"}],
-    "DecomposeOpsForTraining": [{}],
-    "EliminateCommonSubexpr": [{}, {"call_only": True}],
-    "ExpandMatmulOfSum": [{}],
-    "ExpandTupleArguments": [{}],
-    "FastMathTransform": [{}],
-    "FoldBatchnormToConv2D": [{}],
-    "FoldConstant": [{}],
-    "FuseOps": [{}, {"fuse_opt_level": 0}, {"fuse_opt_level": 1}, {"fuse_opt_level": 2}],
-    "FuseTIR": [{}],
-    "FuseTransposeMatmul": [{}],
-    "InlinePrivateFunctions": [{}],
-    "LambdaLift": [{}],
-    "LazyTransformParams": [{}],
-    "LegalizeOps": [{}],
-    "LiftTransformParams": [{}, {"shared_transform": True}],
-    "LowerAllocTensor": [{}],
-    "LowerGPUIPCAllocStorage": [{}],
-    "MergeCompositeFunctions": [{}],
-    "Normalize": [{}],
-    "NormalizeGlobalVar": [{}],
-    "OptimizeLayoutTransform": [{}],
-    "RealizeVDevice": [{}],
-    "RemovePurityChecking": [{}],
-    "RemoveRedundantReshape": [{}],
-    "RemoveUnusedOutputs": [{}],
-    "RemoveUnusedParameters": [{}],
-    "ReorderPermuteDimsAfterConcat": [{}],
-    "ReorderTakeAfterMatmul": [{}],
-    "RewriteCUDAGraph": [{}],
-    "RewriteDataflowReshape": [{}],
-    "RunCodegen": [{}],
-    "SplitLayoutRewritePreproc": [{}],
-    "StaticPlanBlockMemory": [{}],
-    "ToMixedPrecision": [{}, {"out_dtype": "float16"}],
-    "ToNonDataflow": [{}],
-    "TopologicalSort": [
-        {},
-        {"order": "breadth-first"},
-        {"direction": "from-outputs"},
-        {"direction": "from-outputs", "order": "breadth-first"},
-    ],
-}
-
-
-def tvm_version() -> str:
-    """apache-tvm's version, from package metadata (nothing is imported)."""
-    try:
-        return version("apache-tvm")
-    except PackageNotFoundError:
-        return "none"
-
-
-def pass_cache_path() -> Path:
-    return cache_home() / f"tvm-passes-{tvm_version()}.json"
-
-
-def _cached_passes() -> dict[str, list[dict[str, Any]]] | None:
-    path = pass_cache_path()
-    if not path.exists():
-        return None
-    return json.loads(path.read_text())["passes"]
-
-
-def _pass_constructor(name: str) -> Callable[..., Any]:
-    from tvm import relax
-
-    return getattr(relax.transform, name)
-
-
-def _make_pass(name: str, args: dict[str, Any]) -> "tvm.transform.Pass":
-    import tvm
-
-    made = _pass_constructor(name)(**args)
-    if not isinstance(made, tvm.transform.Pass):
-        raise TypeError(f"relax.transform.{name}(...) made a {type(made).__name__}, not a pass")
-    return made
-
-
-def _apply_pass(mod: "tvm.IRModule", name: str, args: dict[str, Any],
-                target: "tvm.target.Target") -> "tvm.IRModule":
-    """Apply one pass the way ``tvm.pass`` does: opt level 3, the target in scope."""
-    import tvm
-    from tvm import relax
-
-    with tvm.transform.PassContext(opt_level=3), target:
-        out = _make_pass(name, args)(mod)
-    relax.analysis.well_formed(out)  # raises on the first violation
-    return out
-
-
-def _candidates() -> tuple[list[tuple[str, dict[str, Any]]], dict[str, str]]:
-    """Every (pass, arguments) to probe, and the constructors left out with why."""
-    from tvm import relax
-
-    todo: list[tuple[str, dict[str, Any]]] = []
-    skipped: dict[str, str] = {}
-    for name in sorted(n for n in dir(relax.transform) if n[:1].isupper()):
-        obj = getattr(relax.transform, name)
-        if not callable(obj):
-            continue
-        if name in _NOT_PROBED:
-            skipped[name] = _NOT_PROBED[name]
-            continue
-        try:
-            params = inspect.signature(obj).parameters.values()
-        except (TypeError, ValueError):
-            params = []
-        required = [p.name for p in params if p.default is inspect.Parameter.empty
-                    and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        variants = PASS_ARG_CHOICES.get(name, [])
-        if required:
-            variants = [v for v in variants if set(required) <= set(v)]
-            if not variants:
-                skipped[name] = f"needs arguments that are not plain data: {', '.join(required)}"
-                continue
-        else:
-            variants = [{}, *variants]
-        todo.extend((name, v) for v in variants)
-    return todo, skipped
-
-
-def _probe_module() -> "tvm.IRModule":
-    """A tiny imported module with the operators of the zoo's networks, batch axis symbolic.
-
-    An NHWC input transposed to NCHW (as tf2onnx writes), conv + batch norm + relu6, a
-    depthwise conv with a residual add, max pooling, a 1×1 conv concatenated, global average
-    pooling, a MatMul + Add classifier and a softmax.
-    """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-    from tvm.relax.frontend.onnx import from_onnx
-
-    rng = np.random.default_rng(0)
-
-    def weight(name: str, *shape: int, lo: float | None = None) -> onnx.TensorProto:
-        a = rng.uniform(lo, 1.5, shape) if lo is not None else rng.normal(0, 0.3, shape)
-        return numpy_helper.from_array(a.astype(np.float32), name)
-
-    inits = [weight("w1", 8, 3, 3, 3), weight("b1", 8), weight("g", 8, lo=0.5),
-             weight("beta", 8), weight("mean", 8), weight("var", 8, lo=0.5),
-             weight("wd", 8, 1, 3, 3), weight("w2", 8, 8, 1, 1), weight("fc", 16, 10),
-             weight("fcb", 10), numpy_helper.from_array(np.float32(0), "lo"),
-             numpy_helper.from_array(np.float32(6), "hi")]
-    node = helper.make_node
-    nodes = [
-        node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
-        node("Conv", ["t", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
-        node("BatchNormalization", ["c1", "g", "beta", "mean", "var"], ["bn"]),
-        node("Clip", ["bn", "lo", "hi"], ["r6"]),
-        node("Conv", ["r6", "wd"], ["dw"], pads=[1, 1, 1, 1], group=8),
-        node("Add", ["r6", "dw"], ["res"]),
-        node("Relu", ["res"], ["r"]),
-        node("MaxPool", ["r"], ["mp"], kernel_shape=[2, 2], strides=[2, 2]),
-        node("Conv", ["mp", "w2"], ["pw"]),
-        node("Concat", ["mp", "pw"], ["cat"], axis=1),
-        node("GlobalAveragePool", ["cat"], ["gap"]),
-        node("Flatten", ["gap"], ["flat"]),
-        node("MatMul", ["flat", "fc"], ["mm"]),
-        node("Add", ["mm", "fcb"], ["logits"]),
-        node("Softmax", ["logits"], ["y"], axis=1),
-    ]
-    graph = helper.make_graph(
-        nodes, "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 12, 12, 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    onnx.checker.check_model(model)
-    return from_onnx(model)
-
-
-def _probe_one(mod: "tvm.IRModule", name: str, args: dict[str, Any], x: np.ndarray,
-               expected: np.ndarray, workdir: Path) -> dict[str, Any]:
-    """Does ``name(**args)`` run standalone: apply, save (which parses back), build, run."""
-    import tvm
-    from tvm import relax
-
-    t0 = time.perf_counter()
-    stage = "apply"
-    try:
-        out = _apply_pass(mod, name, args, tvm.target.Target("llvm"))
-        stage = "save"
-        save_relax(out, workdir / "module.json")
-        stage = "build"
-        with tvm.transform.PassContext(opt_level=3):
-            ex = tvm.compile(out, target="llvm")
-        stage = "run"
-        vm = relax.VirtualMachine(ex, tvm.cpu())
-        ys = [_vm_output(vm["main"](tvm.runtime.tensor(x[:n]))) for n in (len(x), 1)]
-        if [y.shape for y in ys] != [(len(x), 10), (1, 10)]:
-            raise RuntimeError(f"outputs of shapes {[y.shape for y in ys]}")
-    except Exception as exc:  # noqa: BLE001 - any failure means "not usable on its own"
-        last = (str(exc).strip().splitlines() or [""])[-1]
-        return {"ok": False, "reason": f"{stage}: {type(exc).__name__}: {last}"[:300]}
-    return {"ok": True, "max_abs_diff": float(np.abs(ys[0] - expected).max()),
-            "seconds": round(time.perf_counter() - t0, 2)}
-
-
-def _probe_child(spec_path: str, out_path: str, indices: list[int]) -> None:
-    """Probe the candidates at ``indices``, appending one JSON line per event to ``out_path``."""
-    import tvm
-    from tvm import relax
-
-    todo = json.loads(Path(spec_path).read_text())
-    mod = _probe_module()
-    x = np.random.default_rng(1).normal(size=(3, 12, 12, 3)).astype(np.float32)
-    with tvm.transform.PassContext(opt_level=3):
-        ref = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
-    expected = _vm_output(ref["main"](tvm.runtime.tensor(x)))
-    with open(out_path, "a") as out, tempfile.TemporaryDirectory() as tmp:
-        for i in indices:
-            name, args = todo[i]
-            out.write(json.dumps({"i": i, "start": True}) + "\n")
-            out.flush()
-            res = _probe_one(mod, name, args, x, expected, Path(tmp))
-            out.write(json.dumps({"i": i, **res}) + "\n")
-            out.flush()
-
-
-def _probe_shard(spec: Path, indices: list[int], out: Path,
-                 stall_seconds: float) -> dict[int, dict[str, Any]]:
-    """Probe ``indices`` in a child process, restarting it after a candidate kills it."""
-    results: dict[int, dict[str, Any]] = {}
-    out.touch()
-    left = list(indices)
-    while left:
-        code = (f"from fuzzconv.steps.tvm import _probe_child; "
-                f"_probe_child({str(spec)!r}, {str(out)!r}, {left!r})")
-        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
-        size, last, killed = -1, time.monotonic(), False
-        while proc.poll() is None:
-            if out.stat().st_size != size:
-                size, last = out.stat().st_size, time.monotonic()
-            elif time.monotonic() - last > stall_seconds:
-                os.killpg(proc.pid, 9)
-                proc.wait()
-                killed = True
-            time.sleep(0.2)
-        started = None
-        for line in out.read_text().splitlines():
-            rec = json.loads(line)
-            if rec.get("start"):
-                started = rec["i"]
-            else:
-                results[rec["i"]] = rec
-                started = None
-        if started is None:
-            if proc.returncode != 0:
-                raise RuntimeError(f"the pass probe exited with code {proc.returncode} outside "
-                                   "any candidate")
-            break
-        why = f"hung for {stall_seconds:g} s" if killed else f"died (exit {proc.returncode})"
-        results[started] = {"i": started, "ok": False, "reason": f"the probe {why}"}
-        left = [i for i in left if i not in results]
-    return results
-
-
-def _run_probes(todo: list[tuple[str, dict[str, Any]]],
-                stall_seconds: float) -> dict[int, dict[str, Any]]:
-    """Probe in child processes, so a pass that segfaults or hangs only costs its own entry.
-
-    One child per CPU (at most four), each on an interleaved share of the candidates, as
-    compiling them is most of the time.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    shards = max(1, min(4, os.cpu_count() or 1, len(todo)))
-    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(shards) as pool:
-        spec = Path(tmp) / "todo.json"
-        spec.write_text(json.dumps(todo))
-        jobs = [pool.submit(_probe_shard, spec, list(range(k, len(todo), shards)),
-                            Path(tmp) / f"out{k}.jsonl", stall_seconds) for k in range(shards)]
-        return {i: rec for job in jobs for i, rec in job.result().items()}
-
-
-def list_relax_passes(refresh: bool = False, stall_seconds: float = 300.0) -> dict[str, Any]:
-    """The Relax passes that run on their own on an imported module, with their argument choices.
-
-    Candidates are every constructor in ``tvm.relax.transform``, called with no arguments and
-    with the plain-data values of :data:`PASS_ARG_CHOICES`. Each is applied (opt level 3, LLVM
-    target in scope) to a tiny module from the ONNX frontend (:func:`_probe_module`), the result
-    is checked well-formed, saved as a relax artifact (which parses it back and compares),
-    compiled with ``tvm.compile`` and run at batch sizes 3 and 1. A candidate that fails any of that is left out, with the
-    reason. Its output is not compared: a pass that changes results is what a hunt looks for.
-
-    The answer is cached in ``$FUZZCONV_CACHE/tvm-passes-<tvm version>.json``; the orchestrator
-    (which must not import TVM) asks a tvm worker for it with op ``call``.
-
-    Args:
-        refresh: probe again even when the cache file exists.
-        stall_seconds: a probe that makes no progress for this long is killed and its
-            candidate recorded as hanging.
-
-    Returns:
-        ``{"tvm": version, "passes": {name: [args, ...]}, "excluded": {name or
-        "name(args)": reason}, "probe_max_abs_diff": {...}, "seconds": float}``.
-    """
-    path = pass_cache_path()
-    if path.exists() and not refresh:
-        return json.loads(path.read_text())
-    t0 = time.perf_counter()
-    todo, excluded = _candidates()
-    results = _run_probes(todo, stall_seconds)
-    passes: dict[str, list[dict[str, Any]]] = {}
-    diffs: dict[str, float] = {}
-    for i, (name, args) in enumerate(todo):
-        label = f"{name}({json.dumps(args, sort_keys=True)})" if args else name
-        res = results[i]
-        if res["ok"]:
-            passes.setdefault(name, []).append(args)
-            diffs[label] = res["max_abs_diff"]
-        else:
-            excluded[label] = res["reason"]
-    answer = {"tvm": tvm_version(), "passes": passes, "excluded": dict(sorted(excluded.items())),
-              "probe_max_abs_diff": diffs, "seconds": round(time.perf_counter() - t0, 1)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(answer, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return answer
-
-
 # The step's choices are fixed when this module is imported, which happens in the orchestrator
 # too, where TVM must not be imported: so they come from the cached probe when one exists for the
 # installed TVM, else from the verified FALLBACK_PASSES. The worker checks the name against the
 # real list (probing if need be) whatever the choices were.
-_PASSES = _cached_passes() or FALLBACK_PASSES
+_PASSES = cached_passes() or FALLBACK_PASSES
 _ARG_VARIANTS = [{}] + [a for name in sorted(_PASSES) for a in _PASSES[name] if a]
 
 
@@ -643,14 +142,23 @@ def relax_pass(ctx: StepContext, src: Path, dst: Path, name: str = "FoldConstant
     if name not in known:
         raise UsageError(f"tvm.pass: {name!r} is not a Relax pass that runs on its own here "
                          f"(known: {', '.join(sorted(known))})")
-    takes = set(inspect.signature(_pass_constructor(name)).parameters)
+    takes = set(inspect.signature(pass_constructor(name)).parameters)
     vocabulary = {k for variants in known.values() for a in variants for k in a}
     unknown = sorted(set(args) - takes - vocabulary)
     if unknown:
         raise UsageError(f"tvm.pass: {name} takes no argument {unknown[0]!r} "
                          f"(it takes: {', '.join(sorted(takes)) or 'none'})")
-    mod = _apply_pass(load_relax(src), name, {k: v for k, v in args.items() if k in takes},
-                      _target(ctx, "llvm"))
+    apply_relax_pass(ctx, src, dst, name, args)
+
+
+# ``args`` defaults to a dict, as the registry reads defaults off the signature; never mutated.
+def apply_relax_pass(ctx: StepContext, src: Path, dst: Path, name: str = "FoldConstant",
+                     args: dict[str, Any] = {}) -> None:  # noqa: B006
+    """What ``tvm.pass`` does once its pass is known to run here: the pass at opt level 3 with the
+    target in scope, given the ``args`` it takes; the module's input layout is carried over."""
+    takes = set(inspect.signature(pass_constructor(name)).parameters)
+    mod = apply_pass(load_relax(src), name, {k: v for k, v in args.items() if k in takes},
+                     _target(ctx, "llvm"))
     save_relax(mod, dst)
     layout = read_input_layout(src.parent)
     if layout:
@@ -681,7 +189,7 @@ relax_pass.fuzzconv_op = register(  # type: ignore[attr-defined]
          doc=relax_pass.__doc__.strip().splitlines()[0], devices=("cpu", "cuda"), timeout=1800.0,
          choices={"name": sorted(_PASSES), "args": _ARG_VARIANTS}, normalize=_coherent_args,
          arithmetic={"name": sorted(ARITHMETIC_PASSES)}, precision={"name": ["ToMixedPrecision"]},
-         unoptimized={}),
+         unoptimized={}, recipe=apply_relax_pass),
     relax_pass)
 
 
@@ -766,13 +274,6 @@ def build(ctx: StepContext, src: Path, dst: Path, opt_level: int = 3,
 
 
 # -- the runtime -------------------------------------------------------------------------------
-def _vm_output(out: Any) -> np.ndarray:
-    """A VM result as numpy; a tuple result gives its first element (the logits)."""
-    while not hasattr(out, "numpy"):
-        out = out[0]
-    return out.numpy()
-
-
 @runtime("tvm", format="tvm", family="tvm", devices=("cpu", "cuda"))
 def tvm_runtime(ctx: StepContext, artifact: Path) -> Callable[[np.ndarray], np.ndarray]:
     """The Relax VM on ``tvm.cpu()`` or ``tvm.cuda()``, running ``main``."""
@@ -788,10 +289,8 @@ def tvm_runtime(ctx: StepContext, artifact: Path) -> Callable[[np.ndarray], np.n
     layout = read_input_layout(artifact.parent) or model_layout
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        x = np.asarray(batch, dtype=np.float32)
-        if layout != model_layout:
-            x = np.ascontiguousarray(x.transpose(_TRANSPOSE[(model_layout, layout)]))
-        return _vm_output(main(tvm.runtime.tensor(x, device=dev)))
+        x = to_layout(np.asarray(batch, dtype=np.float32), model_layout, layout)
+        return vm_output(main(tvm.runtime.tensor(x, device=dev)))
 
     batch = read_static_batch(artifact.parent)
     return predict if batch is None else fixed_batches(predict, batch)

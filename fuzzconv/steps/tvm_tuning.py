@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import UsageError
+from ..protocol import worker_function
 from ..tuning import (TUNED_BATCH, ProgressLog, build_budget_from_env, canonical_target,
                       max_trials_from_env, open_database_dir, record_coverage, trial_plan,
                       write_static_batch)
@@ -238,3 +239,14 @@ def tune_relax(mod: "tvm.IRModule", digest: str, model: str, target: str | dict[
     report, _, _ = tune_module(fused, target, budget_s, max_trials, ProgressLog(progress))
     record_coverage(target, model, digest, report)
     return {**report, "database": str(open_database_dir(target))}
+
+
+@worker_function
+def tune_artifact(src: str, model: dict[str, Any], target: Any, budget_s: float,
+                  max_trials: int, progress: str | None = None) -> dict[str, Any]:
+    """Tune the workloads of a Relax artifact into the shared database (``fuzzconv tune``),
+    appending progress lines to the file ``progress``; runs in the tvm worker."""
+    from ..formats.relax import load_relax
+
+    return tune_relax(load_relax(Path(src)), module_digest(Path(src)), model["name"], target,
+                      budget_s, max_trials, progress)

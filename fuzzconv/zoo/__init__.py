@@ -9,7 +9,7 @@ the weights come from.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import UsageError
 
@@ -26,7 +26,8 @@ class ModelSpec:
         layout: ``NHWC`` or ``NCHW``.
         preprocessing: the preprocessing id in :mod:`fuzzconv.corpora`.
         classes: the number of output classes.
-        builder: ``module:function`` that builds the architecture with uninitialised weights.
+        builder: the name of the function that builds it and gives it weights, among the
+            builders of its source framework (see :func:`builder_of`).
         imagenet_files: file names of real weights in the framework's own cache folder.
         tiny: True for the small test models.
         paper: True for the four models of the 2022 study and their twins.
@@ -66,14 +67,14 @@ SIZES = {"mobilenetv2": (3.5, 0.30), "resnet101v2": (44.7, 7.8), "densenet121": 
 
 def _keras(name: str, fn: str, size: int, prep: str, weights_file: str) -> ModelSpec:
     return ModelSpec(name, "keras", "tf", (size, size, 3), "NHWC", prep, 1000,
-                     f"fuzzconv.zoo.keras_apps:{fn}", (weights_file,), paper=True,
-                     params_m=SIZES[name][0], gmacs=SIZES[name][1])
+                     fn, (weights_file,), paper=True, params_m=SIZES[name][0],
+                     gmacs=SIZES[name][1])
 
 
 def _torch(name: str, fn: str, size: int, prep: str, twin: str, *weights_files: str) -> ModelSpec:
     return ModelSpec(name, "torch", "torch", (3, size, size), "NCHW", prep, 1000,
-                     f"fuzzconv.zoo.torchvision_models:{fn}", weights_files, paper=True,
-                     params_m=SIZES[twin][0], gmacs=SIZES[twin][1])
+                     fn, weights_files, paper=True, params_m=SIZES[twin][0],
+                     gmacs=SIZES[twin][1])
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -100,10 +101,9 @@ MODELS: dict[str, ModelSpec] = {
                "inception_v3_google-0cc3c7bd.pth"),
         # Tiny models with the operators that matter in the paper's networks.
         ModelSpec("tiny_keras", "keras", "tf", (32, 32, 3), "NHWC", "keras_tf_32", 10,
-                  "fuzzconv.zoo.keras_apps:tiny_keras", tiny=True, params_m=0.02, gmacs=0.002),
+                  "tiny_keras", tiny=True, params_m=0.02, gmacs=0.002),
         ModelSpec("tiny_torch", "torch", "torch", (3, 32, 32), "NCHW", "torchvision_32", 10,
-                  "fuzzconv.zoo.torchvision_models:tiny_torch", tiny=True, params_m=0.02,
-                  gmacs=0.002),
+                  "tiny_torch", tiny=True, params_m=0.02, gmacs=0.002),
     ]
 }
 
@@ -113,3 +113,20 @@ def get_model(name: str) -> ModelSpec:
         return MODELS[name]
     except KeyError:
         raise UsageError(f"unknown model {name!r} (known: {', '.join(MODELS)})") from None
+
+
+def builder_of(model: dict[str, Any]) -> Callable[..., dict[str, Any]]:
+    """The function that builds a model (given as :meth:`ModelSpec.to_dict`), in the worker of its
+    source framework: ``keras`` builders in :mod:`.keras_apps`, ``torch`` ones in
+    :mod:`.torchvision_models` (imported here, so the orchestrator never loads them)."""
+    if model["source"] == "keras":
+        from .keras_apps import BUILDERS
+    elif model["source"] == "torch":
+        from .torchvision_models import BUILDERS
+    else:
+        raise UsageError(f"{model['name']}: no builders for source {model['source']!r}")
+    try:
+        return BUILDERS[model["builder"]]
+    except KeyError:
+        raise UsageError(f"{model['name']}: no {model['source']} builder "
+                         f"{model['builder']!r}") from None

@@ -160,3 +160,7 @@ def tiny_keras(*, model: dict[str, Any], weights: str, seed: int, dst: Path,
     """Build :func:`tiny_architecture` (32x32x3 → 10 logits); converts and runs in seconds."""
     return _build(model, lambda: tiny_architecture(tuple(model["input_shape"]), model["classes"]),
                   weights, seed, dst, calibration)
+
+
+#: The builders :class:`fuzzconv.zoo.ModelSpec` names (``builder``), for the ``tf`` worker.
+BUILDERS = {f.__name__: f for f in (mobilenetv2, resnet101v2, densenet121, inceptionv3, tiny_keras)}

@@ -6,7 +6,8 @@ The builders named in :data:`fuzzconv.zoo.MODELS` run inside the ``torch`` worke
 :mod:`fuzzconv.zoo.weights`) and writes the torch artifact: a JSON manifest
 (``model.torch.json``) naming the architecture, with the state dict beside it as ``weights.npz``.
 Nothing is pickled, so loading an artifact never runs code from a file;
-:func:`fuzzconv.steps.torch.load_torch_module` rebuilds the module from :data:`ARCHITECTURES`.
+:func:`fuzzconv.formats.torch.load_torch_module` rebuilds the module from
+:data:`fuzzconv.zoo.torch_architectures.ARCHITECTURES`.
 
 Torch is imported inside functions, so the orchestrator may import this module without it.
 """
@@ -14,11 +15,14 @@ Torch is imported inside functions, so the orchestrator may import this module w
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..formats.torch import write_manifest
+from .torch_architectures import ARCHITECTURES, architecture
 from .weights import calibrated_classifier, find_imagenet_weights
 
 if TYPE_CHECKING:
@@ -27,95 +31,11 @@ if TYPE_CHECKING:
 WEIGHTS_FILE = "weights.npz"
 
 
-# -- architectures ---------------------------------------------------------------------------
-
-def _mobilenet_v2(**kw: Any) -> "torch.nn.Module":
-    from torchvision import models
-
-    return models.mobilenet_v2(weights=None, **kw)
-
-
-def _resnet101(**kw: Any) -> "torch.nn.Module":
-    from torchvision import models
-
-    return models.resnet101(weights=None, **kw)
-
-
-def _densenet121(**kw: Any) -> "torch.nn.Module":
-    from torchvision import models
-
-    return models.densenet121(weights=None, **kw)
-
-
-def _inception_v3(transform_input: bool = False, **kw: Any) -> "torch.nn.Module":
-    from torchvision import models
-
-    # The auxiliary head only matters in training; init_weights=True keeps torchvision's
-    # truncated-normal initialisation (and silences its warning about the default changing).
-    return models.inception_v3(weights=None, aux_logits=False, init_weights=True,
-                               transform_input=transform_input, **kw)
-
-
-def _tiny_torch() -> "torch.nn.Module":
-    """A small CNN (3×32×32 → 10) with the operators that matter in the paper's networks."""
-    import torch
-    from torch import nn
-
-    def cbr(cin: int, cout: int, k: int, **kw: Any) -> nn.Sequential:
-        return nn.Sequential(nn.Conv2d(cin, cout, k, bias=False, **kw), nn.BatchNorm2d(cout),
-                             nn.ReLU6(inplace=True))
-
-    class TinyTorch(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.stem = cbr(3, 16, 3, padding="same")                        # 16×32×32
-            self.depthwise = cbr(16, 16, 3, padding=1, groups=16)
-            self.project = nn.Sequential(nn.Conv2d(16, 16, 1, bias=False), nn.BatchNorm2d(16))
-            self.pool = nn.MaxPool2d(2)                                       # 16×16×16
-            self.branch_conv = cbr(16, 16, 3, padding="valid")                # 16×14×14
-            self.branch_avg = nn.Sequential(nn.AvgPool2d(3, stride=1),        # 16×14×14
-                                            cbr(16, 16, 1))
-            self.down = cbr(32, 32, 3, stride=2, padding=1)                   # 32×7×7
-            self.gap = nn.AdaptiveAvgPool2d(1)
-            self.fc = nn.Linear(32, 10)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = self.stem(x)
-            x = x + self.project(self.depthwise(x))  # inverted-residual style add
-            x = self.pool(x)
-            x = torch.cat([self.branch_conv(x), self.branch_avg(x)], dim=1)
-            x = self.gap(self.down(x))
-            return self.fc(torch.flatten(x, 1))
-
-    return TinyTorch()
-
-
-# Architecture name (as written in manifests) → constructor. The manifest names one of these and
-# never a module path, so an artifact cannot make the loader import arbitrary code.
-ARCHITECTURES: dict[str, Callable[..., "torch.nn.Module"]] = {
-    "mobilenet_v2": _mobilenet_v2,
-    "resnet101": _resnet101,
-    "densenet121": _densenet121,
-    "inception_v3": _inception_v3,
-    "tiny_torch": _tiny_torch,
-}
-
 # Keys of real checkpoints that the architecture built here does not have.
 _IGNORED_CHECKPOINT_PREFIXES = {"inception_v3": ("AuxLogits.",)}
 # Old torchvision DenseNet checkpoints name layers ``norm.1``; torchvision renames them on load.
 _DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
                            r"((?:[12])\.(?:weight|bias|running_mean|running_var))$")
-
-
-def architecture(name: str, options: dict[str, Any] | None = None) -> "torch.nn.Module":
-    """A fresh, randomly initialised module of a named architecture.
-
-    Raises:
-        ValueError: the name is not in :data:`ARCHITECTURES`.
-    """
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown torch architecture {name!r} (known: {', '.join(ARCHITECTURES)})")
-    return ARCHITECTURES[name](**(options or {}))
 
 
 # -- weights -----------------------------------------------------------------------------------
@@ -202,23 +122,10 @@ def _load_checkpoint(module: "torch.nn.Module", arch: str, path: Path) -> None:
 def save_zoo_artifact(module: "torch.nn.Module", dst: Path, *, model: str, arch: str,
                       options: dict[str, Any] | None = None) -> None:
     """Write the manifest at ``dst`` and the state dict beside it as ``weights.npz``."""
-    from ..steps.torch import write_manifest
-
     state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
     np.savez(dst.parent / WEIGHTS_FILE, **state)
     write_manifest(dst, "zoo", model, architecture=arch, options=options or {},
                    weights=WEIGHTS_FILE)
-
-
-def load_zoo_module(manifest: dict[str, Any], directory: Path) -> "torch.nn.Module":
-    """Rebuild a zoo artifact's module from its manifest (used by ``load_torch_module``)."""
-    import torch
-
-    module = architecture(manifest["architecture"], manifest.get("options"))
-    with np.load(directory / manifest["weights"], allow_pickle=False) as npz:
-        state = {k: torch.from_numpy(npz[k]) for k in npz.files}
-    module.load_state_dict(state, strict=True)
-    return module.eval()
 
 
 def _build(arch: str, *, model: dict, weights: str, seed: int, dst: Path,
@@ -260,36 +167,6 @@ def _build(arch: str, *, model: dict, weights: str, seed: int, dst: Path,
     return info
 
 
-def mobilenet_v2(*, model: dict, weights: str, seed: int, dst: Path,
-                 calibration: str | None) -> dict[str, Any]:
-    """torchvision MobileNetV2."""
-    return _build("mobilenet_v2", model=model, weights=weights, seed=seed, dst=dst,
-                  calibration=calibration)
-
-
-def resnet101(*, model: dict, weights: str, seed: int, dst: Path,
-              calibration: str | None) -> dict[str, Any]:
-    """torchvision ResNet-101 (v1.5)."""
-    return _build("resnet101", model=model, weights=weights, seed=seed, dst=dst,
-                  calibration=calibration)
-
-
-def densenet121(*, model: dict, weights: str, seed: int, dst: Path,
-                calibration: str | None) -> dict[str, Any]:
-    """torchvision DenseNet-121."""
-    return _build("densenet121", model=model, weights=weights, seed=seed, dst=dst,
-                  calibration=calibration)
-
-
-def inception_v3(*, model: dict, weights: str, seed: int, dst: Path,
-                 calibration: str | None) -> dict[str, Any]:
-    """torchvision Inception-v3 without the auxiliary head, 299×299 inputs."""
-    return _build("inception_v3", model=model, weights=weights, seed=seed, dst=dst,
-                  calibration=calibration)
-
-
-def tiny_torch(*, model: dict, weights: str, seed: int, dst: Path,
-               calibration: str | None) -> dict[str, Any]:
-    """The tiny test model (see :func:`_tiny_torch`); it has no real weights anywhere."""
-    return _build("tiny_torch", model=model, weights=weights, seed=seed, dst=dst,
-                  calibration=calibration)
+#: The builders :class:`fuzzconv.zoo.ModelSpec` names (``builder``), for the ``torch`` worker: one
+#: per architecture, each building it and giving it weights (see :func:`_build`).
+BUILDERS = {arch: partial(_build, arch) for arch in ARCHITECTURES}

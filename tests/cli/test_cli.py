@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from fuzzconv.cli import app
 
-from ..conftest import needs
+from ..conftest import FaultHunt, needs
 from ..contracts import contract_errors
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -136,13 +136,10 @@ def test_run_exits_1_on_divergence(tmp_path):
     assert json.loads(r.stdout)["symptom"] == "label_flip"
 
 
-@needs("tf", "ort")
-def test_hunt_with_a_fault_plugin_finds_it(tmp_path):
-    r = invoke("hunt", "--model", "tiny_keras", "--plugin", ASSETS / "fault_plugin.py",
-               "--focus", "fault.perturb", "--max-evals", "6", "--limit", "16", "--json",
-               "--store", tmp_path / "store", "--max-chain", "1")
-    assert r.exit_code == 0, r.output
-    out = json.loads(r.stdout)
+def test_hunt_with_a_fault_plugin_finds_it(fault_hunt: FaultHunt):
+    # The session's one real hunt (`fuzzconv hunt ... --json`, see tests/conftest.py), which the
+    # bundle and HTML report tests read too.
+    out = fault_hunt.output
     assert contract_errors("hunt", out) == []
     culprits = [f["culprit"] for f in out["findings"] if f["symptom"] == "label_flip"]
     assert {"step": "fault.perturb", "params": {"strength": 0.5}} in culprits

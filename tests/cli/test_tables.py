@@ -195,11 +195,11 @@ def test_hunt_summary(width: int, store: tuple[Path, list[dict[str, Any]]],
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_run(width: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import fuzzconv.runner
+    import fuzzconv.pipeline_file as runner_module
 
     label = ("torch:inception_v3: torch.onnx_export(dynamo=True,opset=17) → onnx.tvm → "
              "tvm.build(disabled_passes=[StaticPlanBlockMemory,KillAfterLastUse],opt_level=3) ⇒ tvm")
-    monkeypatch.setattr(fuzzconv.runner, "run_pipeline", lambda *a, **k: {
+    monkeypatch.setattr(runner_module, "run_pipeline", lambda *a, **k: {
         "label": label, "symptom": "label_flip", "flip_rate": 0.25, "flips": 16, "images": 64,
         "tie_flips": 1, "top5_agreement": 0.9, "kendall_tau": 0.8, "max_abs_diff": 3.5,
         "max_rel_diff": 0.2, "nan": 0, "error": None, "cache": {"hits": 3, "fresh": 2},

@@ -1,15 +1,15 @@
 """The offline HTML report, loaded in a real headless Chromium.
 
-A real hunt on ``tiny_keras`` with the fault plugin seeds the store; two more findings are written
-beside its finding (with other flip rates) so that sorting the findings table has something to
-order. Chromium takes a screenshot of the page and dumps its DOM after a script clicked a column
-header; both run with networking disabled, so a page that needed a CDN would show it.
+The session's real hunt on ``tiny_keras`` with the fault plugin (``fault_hunt``) seeds a copy of
+its store; two more findings are written beside its finding (with lower and higher flip rates) so
+that sorting the findings table has something to order. The report reads the store's cache and
+starts no worker. Chromium takes a screenshot of the page and dumps its DOM after a script clicked
+a column header; both run with networking disabled, so a page that needed a CDN would show it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 import subprocess
@@ -19,44 +19,45 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from fuzzconv.cli import app
 from fuzzconv.campaign import bucket_of
 from fuzzconv.errors import UsageError
-from fuzzconv.report.html import flip_rates, markdown, write_html
+from fuzzconv.report.html import flip_rates, write_html
+from fuzzconv.report.html.study_section import render
 from fuzzconv.store import Store
+from fuzzconv.study.document import Bullets, Heading, Paragraph, Table, code, strong, text
+from fuzzconv.study.document import Image as Picture
+from fuzzconv.workers import Worker
 
-from ..conftest import needs
+from ..conftest import FaultHunt, needs
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 FAULT = ASSETS / "fault_plugin.py"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="headless Chromium is not installed (apt-get install -y chromium)")
-#: Flip rates of the findings added beside the hunt's (whose rate is 0.25).
-EXTRA_RATES = (0.0625, 0.5)
 
 pytestmark = needs("tf", "ort")
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[dict[str, Any]]]:
-    """(store, the report, the findings) after a real hunt and two added findings."""
-    store = tmp_path_factory.mktemp("report-store")
-    r = CliRunner().invoke(app, [
-        "hunt", "--model", "tiny_keras", "--plugin", str(FAULT), "--focus", "fault.perturb",
-        "--max-evals", "6", "--limit", "16", "--json", "--store", str(store), "--max-chain", "1"])
-    assert r.exit_code == 0, r.output
-    found = json.loads(r.stdout)["findings"]
-    assert len(found) == 1 and found[0]["flip_rate"] == 0.25, found
+def report(fault_hunt: FaultHunt, tmp_path_factory: pytest.TempPathFactory
+           ) -> tuple[Path, Path, list[dict[str, Any]]]:
+    """(store, the report, the findings) after the shared hunt and two added findings."""
+    store = fault_hunt.copy(tmp_path_factory.mktemp("report") / "store")
+    found = fault_hunt.output["findings"]
+    assert len(found) == 1 and found[0]["flip_rate"] == fault_hunt.flip_rate(), found
+    rate = found[0]["flip_rate"]
     with Store(store) as db:
-        for rate in EXTRA_RATES:
-            f = {**found[0], "flip_rate": rate, "signature": f"added:{rate}"}
+        for extra in (rate / 4, (1 + rate) / 2):  # one below the hunt's finding, one above
+            f = {**found[0], "flip_rate": extra, "signature": f"added:{extra}"}
             f["id"] = "F-" + hashlib.sha256(f["signature"].encode()).hexdigest()[:8]
             db.upsert_finding(f, f["campaign"], bucket_of(f))
         finds = db.findings()
-    out = write_html(store, store / "report" / "index.html", None, plugins=[FAULT])
+    with pytest.MonkeyPatch.context() as mp:
+        # It reads the cache: no framework runs, so no worker may start.
+        mp.setattr(Worker, "start", lambda self: pytest.fail("the report started a worker"))
+        out = write_html(store, store / "report" / "index.html", None, plugins=[FAULT])
     return store, out, finds
 
 
@@ -68,7 +69,8 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
                            *args], capture_output=True, text=True, timeout=120)
 
 
-def test_page_is_self_contained(report: tuple[Path, Path, list[dict[str, Any]]]) -> None:
+def test_page_is_self_contained(report: tuple[Path, Path, list[dict[str, Any]]],
+                                fault_hunt: FaultHunt) -> None:
     _, out, finds = report
     page = out.read_text()
     # Nothing to fetch: no external scripts, styles or images, no protocol-relative URLs.
@@ -79,7 +81,8 @@ def test_page_is_self_contained(report: tuple[Path, Path, list[dict[str, Any]]])
         assert f'id="{f["id"]}"' in page
     assert page.count("data:image/png;base64,") >= len(finds)  # failing-image thumbnails
     assert page.count('<svg class="chart"') >= 4  # node errors, two flip-rate charts, timing
-    assert "fault.perturb: strength=0.5" in page and "25.0%" in page
+    assert "fault.perturb: strength=0.5" in page
+    assert f"{fault_hunt.finding['flip_rate']:.1%}" in page
 
 
 def test_failing_images_show_both_top5(report: tuple[Path, Path, list[dict[str, Any]]]
@@ -151,11 +154,15 @@ def test_flip_rates_average_the_evaluations_containing_each_option() -> None:
     assert by_param["a: x=1"] == (0.5, 1, 1) and by_param["a: x=2"] == (0.1, 1, 0)
 
 
-def test_study_markdown_becomes_tables_and_inline_plots(tmp_path: Path) -> None:
+def test_study_blocks_become_tables_and_inline_plots(tmp_path: Path) -> None:
     Image.new("RGB", (4, 3), "red").save(tmp_path / "plot.png")
-    html = markdown("# Study\n\nSome `code` and **bold**.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
-                    "- one\n- two\n\n![plot](plot.png)\n![gone](../outside.png)\n", tmp_path)
+    html = render([Heading(1, text("Study")),
+                   Paragraph(text("Some ", code("code"), " and ", strong("bold"), " <b>.")),
+                   Table((text("a"), text("b")), ((text("1"), text("2")),)),
+                   Bullets((text("one"), text("two"))),
+                   Picture("plot", "plot.png"), Picture("gone", "../outside.png")], tmp_path)
     assert "<h3>Study</h3>" in html and "<code>code</code>" in html
+    assert "<strong>bold</strong> &lt;b&gt;." in html
     assert "<table><thead><tr><th>a</th><th>b</th></tr></thead><tbody><tr><td>1</td>" in html
     assert "<ul><li>one</li><li>two</li></ul>" in html
     assert 'src="data:image/png;base64,' in html and "../outside.png not found" in html

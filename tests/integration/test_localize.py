@@ -92,7 +92,8 @@ def test_onnx_fault_first_divergent_node_is_the_modified_node(plugin_executor, c
 @needs("tf", "ort")
 def test_onnx_fault_reduces_to_a_subgraph_that_still_diverges(plugin_executor, corpus, tmp_path):
     from fuzzconv.oracle import Thresholds
-    from fuzzconv.shrink.reduce import activation_divergence, reduce_subgraph
+    from fuzzconv.activations import activation_divergence
+    from fuzzconv.shrink.reduce import reduce_subgraph
 
     p, index, few = finding(plugin_executor, corpus, [
         ("keras.tf2onnx", {}), ("node_fault.scale_depthwise", {"scale": 1.5})], "ort")

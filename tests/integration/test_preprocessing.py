@@ -3,7 +3,7 @@
 Each framework runs in its own subprocess (TensorFlow and torchvision in one process segfault, and
 the test process imports neither); the subprocess writes its batch as ``.npy`` and the comparison
 happens here. The reference recipes are written out below from the frameworks' documentation, not
-read from fuzzconv, so a wrong entry in ``fuzzconv.corpora.RECIPES`` cannot agree with itself.
+read from fuzzconv, so a wrong entry in ``fuzzconv.preprocessing.RECIPES`` cannot agree with itself.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fuzzconv.corpora import RECIPES, SHIPPED_DIR, preprocess
+from fuzzconv.corpora import SHIPPED_DIR
+from fuzzconv.preprocessing import RECIPES, preprocess
 from fuzzconv.zoo import MODELS, ModelSpec
 
 pytestmark = pytest.mark.frameworks

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -91,14 +90,29 @@ def test_tables_have_every_configuration(study: dict[str, Any]) -> None:
         if r["device"] == "cpu":
             assert r["status"] in ("ok", "failed"), r
             assert (r["status"] == "failed") == bool(r["error"]), r
-    # Observed on this stack (onnx2torch 1.5.15): tiny_torch's Conv2d(padding="same") exports
-    # with auto_pad SAME_UPPER, which onnx2torch does not implement. The study records it and
-    # goes on; if onnx2torch learns it, this configuration runs and the pin has to go.
-    failed = {r["config"]: r["error"] for r in rows if r["device"] == "cpu" and r["status"] == "failed"}
-    assert list(failed) == ["twin-onnx-torch"]
-    assert "onnx.onnx2torch: NotImplementedError" in failed["twin-onnx-torch"]
-    assert "SAME_UPPER" in failed["twin-onnx-torch"]
-    assert "fail (NotImplementedError)" in md
+
+
+def test_failures_are_the_pipelines_that_fail(study: dict[str, Any], executor, registry) -> None:
+    # The study records a configuration as failed exactly when its pipeline fails, with the
+    # step and error class the executor reports for it (the cache answers: nothing runs again).
+    from fuzzconv.corpora import select
+    from fuzzconv.pipeline import Pipeline
+
+    corpus = select(_images(), LIMIT)
+    rows = {r["config"]: r for r in _rows(study["_out"] / "labels.csv") if r["device"] == "cpu"}
+    md = (study["_out"] / "study.md").read_text()
+    for cell in study["cells"]:
+        if cell["device"] != "cpu":
+            continue
+        if cell["pipeline"] is None:  # refused before it ran (no pipeline could be made)
+            assert cell["status"] == "failed", cell
+            continue
+        ev = executor.evaluate(Pipeline.from_dict(cell["pipeline"], registry), corpus)
+        assert ev.fresh == 0, cell["config"]
+        assert (cell["status"] == "failed") == (not ev.ok), cell["config"]
+        if not ev.ok:
+            assert f"{ev.failure.stage}: {ev.failure.error_class}" in rows[cell["config"]]["error"]
+            assert f"fail ({ev.failure.error_class})" in md
     # The disabled configuration turns passes off, and says which.
     plan = study["tvm_disable_plan"]
     assert plan["ok"] and plan["disabled"] and "LegalizeOps" in plan["required"]

@@ -18,7 +18,8 @@ import pytest
 from fuzzconv.executor import Evaluation, Executor
 from fuzzconv.oracle import Comparison, compare
 from fuzzconv.pipeline import Pipeline
-from fuzzconv.steps.keras import INPUT_LAYOUT_KEY
+from fuzzconv.formats.layout import INPUT_LAYOUT_KEY
+from fuzzconv.protocol import Build
 from fuzzconv.zoo import get_model
 from fuzzconv.zoo.weights import margins
 from tests.conftest import needs
@@ -69,8 +70,8 @@ def test_calibrated_tiny_keras_is_a_classifier(executor, small_corpus):
 
 def _build(pool, executor: Executor, dst: Path, seed: int, weights: str = "calibrated") -> None:
     spec = get_model(TINY)
-    pool.request("tf", {"op": "build", "model": spec.to_dict(), "weights": weights, "seed": seed,
-                        "dst": str(dst), "calibration": str(executor.calibration_inputs(spec))})
+    pool.request("tf", Build(spec.to_dict(), weights, seed, str(dst),
+                             str(executor.calibration_inputs(spec))))
 
 
 def _weights_bytes(keras_file: Path) -> bytes:

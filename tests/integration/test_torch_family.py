@@ -20,6 +20,7 @@ import pytest
 from fuzzconv.executor import Evaluation, Executor
 from fuzzconv.oracle import Comparison, compare, judge
 from fuzzconv.pipeline import Pipeline
+from fuzzconv.protocol import Build, BuildReply
 from fuzzconv.zoo import get_model
 from fuzzconv.zoo.weights import margins
 from tests.conftest import needs
@@ -90,12 +91,11 @@ def test_calibrated_tiny_torch_is_a_classifier(executor, small_corpus):
 
 
 def _build(pool, executor: Executor, dst: Path, seed: int, weights: str = "calibrated",
-           model: str = TINY) -> dict:
+           model: str = TINY) -> BuildReply:
     spec = get_model(model)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    return pool.request("torch", {"op": "build", "model": spec.to_dict(), "weights": weights,
-                                  "seed": seed, "dst": str(dst),
-                                  "calibration": str(executor.calibration_inputs(spec))})
+    return pool.request("torch", Build(spec.to_dict(), weights, seed, str(dst),
+                                       str(executor.calibration_inputs(spec))))
 
 
 def _weights(artifact: Path) -> dict[str, bytes]:

@@ -2,6 +2,7 @@
 
 Like Polygraphy's fake checkers, a fault is a predicate over the pipeline: when it holds, the
 fake runtime's outputs are perturbed on chosen images. Everything else agrees with the reference.
+:class:`FakeCorpus` and :class:`FakeExecutor` implement :mod:`fuzzconv.interfaces`' protocols.
 """
 
 from __future__ import annotations
@@ -47,10 +48,13 @@ Fault = Callable[[Pipeline], bool]
 
 @dataclass
 class FakeCorpus:
-    """``n`` images, or the images of a larger fake corpus at ``picked`` (a subset)."""
+    """``n`` images that exist only by name (a :class:`fuzzconv.interfaces.Corpus`), or the
+    images of a larger fake corpus at ``picked`` (a subset)."""
 
     n: int = 20
     picked: tuple[int, ...] | None = None
+    name: str = "fake"
+    labels: None = None
 
     @property
     def indices(self) -> tuple[int, ...]:
@@ -60,7 +64,9 @@ class FakeCorpus:
     def names(self) -> list[str]:
         return [f"img{i:03d}.png" for i in self.indices]
 
-    paths = names
+    @property
+    def paths(self) -> list[str]:
+        return self.names
 
     @property
     def digest(self) -> str:
@@ -75,7 +81,8 @@ class FakeCorpus:
 
 @dataclass
 class FakeExecutor:
-    """Evaluates pipelines in-process. ``faults`` map a symptom to a predicate on pipelines."""
+    """Evaluates pipelines in-process (a :class:`fuzzconv.interfaces.Executor`); ``faults`` are
+    predicates on pipelines, one list per kind of fault."""
 
     registry: Registry = field(default_factory=fake_registry)
     flip_faults: list[Fault] = field(default_factory=list)

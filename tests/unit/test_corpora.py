@@ -18,18 +18,9 @@ import pytest
 from PIL import Image
 
 from fuzzconv import corpora
-from fuzzconv.corpora import (
-    SHIPPED_DIR,
-    SYNTHETIC_KINDS,
-    Corpus,
-    center_crop_box,
-    default_corpus,
-    from_directory,
-    generate_synthetic,
-    preprocess,
-    preprocess_id,
-    synthetic_image,
-)
+from fuzzconv.corpora import SHIPPED_DIR, Corpus, default_corpus, from_directory
+from fuzzconv.preprocessing import center_crop_box, preprocess, preprocess_id
+from fuzzconv.synthetic import SYNTHETIC_KINDS, generate_synthetic, synthetic_image
 from fuzzconv.errors import UsageError
 from fuzzconv.zoo import MODELS
 

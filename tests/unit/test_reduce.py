@@ -17,9 +17,11 @@ import pytest
 from fuzzconv.oracle import Thresholds
 from fuzzconv.pipeline import Pipeline
 from fuzzconv.shrink.nodes import _compare_layouts, _onnx_descriptions, map_layers
-from fuzzconv.shrink.reduce import (Cut, GraphInfo, Recorded, activation_divergence,
-                                    build_subgraph, load_arrays, make_cut, record, reduce_cut,
-                                    topological_nodes, upstream_onnx)
+from fuzzconv.activations import activation_divergence
+from fuzzconv.shrink.chain import upstream_onnx
+from fuzzconv.shrink.graph import Cut, GraphInfo, Recorded, make_cut, topological_nodes
+from fuzzconv.shrink.onnx_tensors import build_subgraph, load_arrays, record
+from fuzzconv.shrink.reduce import reduce_cut
 
 from .fakes import fake_registry
 

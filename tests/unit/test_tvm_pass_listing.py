@@ -1,6 +1,6 @@
 """Where ``tvm.pass`` gets its choices from, checked without TVM.
 
-The orchestrator imports :mod:`fuzzconv.steps.tvm` and must not import TVM, so the step's
+The orchestrator imports :mod:`fuzzconv.steps.tvm` (and its :mod:`~fuzzconv.steps.relax_passes`) and must not import TVM, so the step's
 ``name``/``args`` choices come from the pass list a tvm worker cached for the installed TVM version,
 or from the module's verified fallback when there is no cache yet. Each case runs in a fresh
 interpreter, because the choices are fixed when the module is imported.
@@ -18,7 +18,7 @@ from pathlib import Path
 _PROBE = """
 import json, sys
 from fuzzconv.registry import default_registry
-from fuzzconv.steps.tvm import FALLBACK_PASSES, pass_cache_path
+from fuzzconv.steps.relax_passes import FALLBACK_PASSES, pass_cache_path
 op = default_registry().get("tvm.pass")
 print(json.dumps({"choices": op.choices, "defaults": op.defaults, "cache": str(pass_cache_path()),
                   "fallback": sorted(FALLBACK_PASSES),

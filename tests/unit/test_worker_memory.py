@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from fuzzconv.errors import UsageError
+from fuzzconv.protocol import Hello, Memory, MemoryReply, StepRequest
 from fuzzconv.workers import (Worker, WorkerFailure, WorkerPool, check_gc_step_env,
                               max_rss_from_env, parse_size)
 
@@ -26,25 +27,24 @@ pytestmark = [needs("ort"), pytest.mark.skipif(not Path("/proc/self/statm").exis
                                                 reason="resident sizes are read from /proc")]
 
 
-def _msg(name: str, tmp_path: Path, **params) -> dict:
+def _msg(name: str, tmp_path: Path, **params) -> StepRequest:
     src = tmp_path / "in.onnx"
     src.write_bytes(b"payload")
-    return {"op": "step", "step": name, "params": params, "src": str(src),
-            "dst": str(tmp_path / "out.onnx"), "model": {}}
+    return StepRequest(name, params, str(src), str(tmp_path / "out.onnx"), {})
 
 
 def _step(worker: Worker, name: str, tmp_path: Path, **params):
     return worker.request(_msg(name, tmp_path, **params), timeout=60)
 
 
-def _measured(tmp_path: Path, name: str, gc_mb: str | None = None, **params) -> tuple[dict, dict]:
+def _measured(tmp_path: Path, name: str, gc_mb: str | None = None, **params) -> tuple[MemoryReply, MemoryReply]:
     """The memory report of a fresh ORT worker before and after one step."""
     env = None if gc_mb is None else {"FUZZCONV_WORKER_GC_MB": gc_mb}
     w = Worker("ort", tmp_path / "logs", (PLUGIN,), env=env, max_rss=0)
     try:
-        before = w.request({"op": "memory"})
+        before = w.request(Memory())
         _step(w, name, tmp_path, **params)
-        return before, w.request({"op": "memory"})
+        return before, w.request(Memory())
     finally:
         w.close()
 
@@ -57,23 +57,23 @@ def worker(tmp_path):
 
 
 def test_worker_above_the_limit_is_recycled_after_its_request(worker, tmp_path):
-    first = worker.request({"op": "hello"})["pid"]
+    first = worker.request(Hello()).pid
     worker.max_rss = worker.rss() + 100 * MB
     _step(worker, "mem.hold", tmp_path, mb=10)
     assert worker.alive() and worker.recycles == 0
-    assert worker.request({"op": "hello"})["pid"] == first
+    assert worker.request(Hello()).pid == first
 
     _step(worker, "mem.hold", tmp_path, mb=150)
     assert (tmp_path / "out.onnx").read_bytes() == b"payload"  # the answer still came back
     assert not worker.alive() and worker.recycles == 1
-    second = worker.request({"op": "hello"})["pid"]
+    second = worker.request(Hello()).pid
     assert second != first and worker.starts == 2
     # the fresh worker holds nothing of the old one's memory
     assert worker.rss() < worker.max_rss
 
 
 def test_a_failed_request_recycles_too(worker, tmp_path):
-    worker.request({"op": "hello"})
+    worker.request(Hello())
     worker.max_rss = worker.rss() + 100 * MB
     with pytest.raises(WorkerFailure) as info:
         _step(worker, "mem.hold", tmp_path, mb=150, fail=True)
@@ -82,10 +82,10 @@ def test_a_failed_request_recycles_too(worker, tmp_path):
 
 
 def test_no_limit_never_recycles(worker, tmp_path):
-    first = worker.request({"op": "hello"})["pid"]
+    first = worker.request(Hello()).pid
     _step(worker, "mem.hold", tmp_path, mb=150)
     assert worker.alive() and worker.recycles == 0
-    assert worker.request({"op": "hello"})["pid"] == first
+    assert worker.request(Hello()).pid == first
 
 
 @pytest.mark.parametrize("gc_mb,collected", [("64", True), ("0", False)])
@@ -95,15 +95,15 @@ def test_byte_heavy_garbage_cycles_are_collected_during_a_step(tmp_path, gc_mb, 
     before, after = _measured(tmp_path, "mem.cycles", gc_mb, rounds=10, mb=40,
                               patience=3.0 if collected else 0.3)
     freed = json.loads((tmp_path / "out.onnx").read_text())["freed"]
-    growth = after["peak_rss"] - before["rss"]
+    growth = after.peak_rss - before.rss
     # 10 cycles of 40 MB: 400 MB if nothing collects them before the step ends. Collected every
     # 64 MB of growth, at most five are alive at once (see the step), and 300 MB leaves room for
     # the interpreter's own use.
     if collected:
-        assert after["collections"] >= 2 and freed >= 5
+        assert after.collections >= 2 and freed >= 5
         assert growth < 300 * MB
     else:
-        assert after["collections"] == 0 and freed == 0
+        assert after.collections == 0 and freed == 0
         assert growth > 370 * MB
 
 
@@ -115,25 +115,26 @@ def test_a_worker_reports_its_own_peak_not_its_parents(tmp_path):
         bare, held = _measured(tmp_path, "mem.hold", mb=100)
     finally:
         del ballast
-    assert bare["peak_rss"] < bare["rss"] + 50 * MB
-    assert 90 * MB < held["peak_rss"] - bare["rss"] < 150 * MB
+    assert bare.peak_rss < bare.rss + 50 * MB
+    assert 90 * MB < held.peak_rss - bare.rss < 150 * MB
 
 
 @pytest.mark.parametrize("gc_mb,released", [("512", True), ("0", False)])
 def test_freed_heap_goes_back_to_the_system_after_a_request(tmp_path, gc_mb, released):
     before, after = _measured(tmp_path, "mem.fragment", gc_mb, mb=200)
-    assert after["peak_rss"] - before["rss"] > 180 * MB  # the step did hold it
-    kept = after["rss"] - before["rss"]
+    assert after.peak_rss - before.rss > 180 * MB  # the step did hold it
+    kept = after.rss - before.rss
     assert (kept < 60 * MB) if released else (kept > 150 * MB)
 
 
 @needs("tf")  # its worker is started, but imports nothing of TensorFlow here
 def test_pool_makes_room_before_a_conversion_largest_first(tmp_path):
     with WorkerPool(tmp_path / "logs", (PLUGIN,), max_rss=0) as pool:
-        ort_pid = pool.request("ort", {"op": "hello"})["pid"]
-        tf_pid = pool.request("tf", {"op": "hello"})["pid"]
+        ort_pid = pool.request("ort", Hello()).pid
+        tf_pid = pool.request("tf", Hello()).pid
         bare = max(pool.get("ort").rss(), pool.get("tf").rss())
-        pool.max_rss = pool.get("ort").max_rss = pool.get("tf").max_rss = bare + 300 * MB
+        # room for 260 MB held in one worker plus what its first steps import, not for both
+        pool.max_rss = pool.get("ort").max_rss = pool.get("tf").max_rss = bare + 340 * MB
         pool.request("ort", _msg("mem.hold", tmp_path, mb=100))
         # a conversion while both fit: nothing is closed
         pool.request("tf", _msg("mem.hold_tf", tmp_path, mb=100))
@@ -141,13 +142,13 @@ def test_pool_makes_room_before_a_conversion_largest_first(tmp_path):
         pool.request("ort", _msg("mem.hold", tmp_path, mb=150))
         assert pool.get("ort").recycles == 0  # each is below the limit on its own...
         # ...but not together; a request that converts nothing leaves them be
-        assert pool.request("tf", {"op": "hello"})["pid"] == tf_pid
+        assert pool.request("tf", Hello()).pid == tf_pid
         assert pool.get("ort").alive()
         # a conversion closes the largest (ort, 250 MB held) and keeps the one it runs in
         pool.request("tf", _msg("mem.hold_tf", tmp_path, mb=10))
         assert not pool.get("ort").alive() and pool.get("ort").recycles == 1
-        assert pool.request("tf", {"op": "hello"})["pid"] == tf_pid
-        assert pool.request("ort", {"op": "hello"})["pid"] != ort_pid
+        assert pool.request("tf", Hello()).pid == tf_pid
+        assert pool.request("ort", Hello()).pid != ort_pid
         # when the converting worker is itself the largest, it is the one that starts anew
         pool.request("tf", _msg("mem.hold_tf", tmp_path, mb=150))
         pool.request("ort", _msg("mem.hold", tmp_path, mb=60))
@@ -155,7 +156,7 @@ def test_pool_makes_room_before_a_conversion_largest_first(tmp_path):
         pool.request("tf", _msg("mem.hold_tf", tmp_path, mb=10))
         assert pool.get("tf").recycles == 1 and pool.get("ort").recycles == 1
         assert pool.get("ort").alive()
-        assert pool.request("tf", {"op": "hello"})["pid"] != tf_pid
+        assert pool.request("tf", Hello()).pid != tf_pid
 
 
 @pytest.mark.parametrize("text,size", [("3G", 3 << 30), ("512M", 512 << 20), ("2048k", 2 << 20),

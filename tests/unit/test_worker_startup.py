@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+from fuzzconv.protocol import Hello, StepRequest
 from fuzzconv.workers import WorkerPool
 
 from ..conftest import needs
@@ -25,11 +26,11 @@ def test_background_warm_up_is_answered_before_the_next_request(tmp_path):
         pid = w.proc.pid
         assert w.alive() and not w.warm
         # the hello's answer, not the warm-up's (which comes first on the pipe)
-        hello = pool.request("ort", {"op": "hello"})
-        assert hello["pid"] == pid and hello["family"] == "ort"
+        hello = pool.request("ort", Hello())
+        assert hello.pid == pid and hello.family == "ort"
         assert w.warm and w.starts == 1 and w.requests == 1
         pool.warm_in_background(["ort"])  # already warm: nothing is sent
-        assert pool.request("ort", {"op": "hello"})["pid"] == pid
+        assert pool.request("ort", Hello()).pid == pid
         assert w.requests == 2
 
 
@@ -38,9 +39,8 @@ def test_background_warm_up_then_an_explicit_one(tmp_path):
         pool.warm_in_background(["ort"])
         src = tmp_path / "in.onnx"
         src.write_bytes(b"x")
-        msg = {"op": "step", "step": "good.copy", "params": {}, "src": str(src),
-               "dst": str(tmp_path / "out.onnx"), "model": {}}
-        assert pool.request("ort", msg, timeout=30, start_timeout=60)["seconds"] >= 0
+        msg = StepRequest("good.copy", {}, str(src), str(tmp_path / "out.onnx"), {})
+        assert pool.request("ort", msg, timeout=30, start_timeout=60).seconds >= 0
         assert (tmp_path / "out.onnx").read_bytes() == b"x"
         assert pool.get("ort").starts == 1
 
@@ -56,7 +56,7 @@ def test_closing_a_worker_still_warming_kills_it(tmp_path):
 
 def test_a_warm_worker_exits_when_asked(tmp_path):
     pool = WorkerPool(tmp_path / "logs", (PLUGIN,), max_rss=0)
-    pool.request("ort", {"op": "hello"})
+    pool.request("ort", Hello())
     proc = pool.get("ort").proc
     pool.close()
     assert proc.returncode == 0

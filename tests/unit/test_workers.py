@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fuzzconv.protocol import Hello, StepRequest
 from fuzzconv.workers import WorkerFailure, WorkerPool
 
 from ..conftest import needs
@@ -29,22 +30,22 @@ def pool(tmp_path):
 def _step(pool, name, tmp_path, timeout=30.0, **params):
     src = tmp_path / "in.onnx"
     src.write_bytes(b"not really onnx")
-    return pool.request("ort", {"op": "step", "step": name, "params": params, "src": str(src),
-                                "dst": str(tmp_path / "out.onnx"), "model": {}}, timeout=timeout)
+    return pool.request("ort", StepRequest(name, params, str(src), str(tmp_path / "out.onnx"), {}),
+                        timeout=timeout)
 
 
 @pytest.mark.parametrize("name,error_class", [("bad.segfault", "SIGSEGV"), ("bad.abort", "SIGABRT"),
                                               ("bad.oom", "SIGKILL"), ("bad.raises", "ValueError")])
 def test_failure_becomes_an_outcome_and_the_worker_restarts(pool, tmp_path, name, error_class):
-    first_pid = pool.request("ort", {"op": "hello"})["pid"]
+    first_pid = pool.request("ort", Hello()).pid
     with pytest.raises(WorkerFailure) as info:
         _step(pool, name, tmp_path)
     assert info.value.symptom == "crash"
     assert info.value.error_class == error_class
     # the next request is served, by a new process when the old one died
-    assert _step(pool, "good.copy", tmp_path)["seconds"] >= 0
+    assert _step(pool, "good.copy", tmp_path).seconds >= 0
     assert (tmp_path / "out.onnx").read_bytes() == b"not really onnx"
-    new_pid = pool.request("ort", {"op": "hello"})["pid"]
+    new_pid = pool.request("ort", Hello()).pid
     assert (new_pid == first_pid) == (error_class == "ValueError")
 
 
@@ -52,7 +53,7 @@ def test_hang_past_timeout_is_killed(pool, tmp_path):
     with pytest.raises(WorkerFailure) as info:
         _step(pool, "bad.hang", tmp_path, timeout=1.0, seconds=60.0)
     assert info.value.symptom == "timeout"
-    assert _step(pool, "good.copy", tmp_path)["seconds"] >= 0
+    assert _step(pool, "good.copy", tmp_path).seconds >= 0
 
 
 def test_stderr_tail_is_kept(pool, tmp_path):
@@ -70,23 +71,22 @@ def test_imports_are_paid_once_per_worker(pool, tmp_path):
 
 def test_a_worker_started_for_a_timed_request_is_warmed_first(pool, tmp_path):
     # the executor's way: start_timeout starts the worker and imports its frameworks, untimed
-    assert _step(pool, "good.copy", tmp_path)["seconds"] >= 0  # started cold, not warmed
+    assert _step(pool, "good.copy", tmp_path).seconds >= 0  # started cold, not warmed
     worker = pool.get("ort")
     assert not worker.warm
-    pool.request("ort", {"op": "hello"}, timeout=30, start_timeout=60)
+    pool.request("ort", Hello(), timeout=30, start_timeout=60)
     assert worker.warm and worker.starts == 1 and worker.requests == 2  # the warm-up is no request
     with pytest.raises(WorkerFailure):
         _step(pool, "bad.segfault", tmp_path)
     assert not worker.warm
-    pool.request("ort", {"op": "hello"}, timeout=30, start_timeout=60)
+    pool.request("ort", Hello(), timeout=30, start_timeout=60)
     assert worker.warm and worker.starts == 2
 
 
 def test_a_deadline_bounds_the_request(pool, tmp_path):
     src = tmp_path / "in.onnx"
     src.write_bytes(b"x")
-    hang = {"op": "step", "step": "bad.hang", "params": {"seconds": 60.0}, "src": str(src),
-            "dst": str(tmp_path / "out.onnx"), "model": {}}
+    hang = StepRequest("bad.hang", {"seconds": 60.0}, str(src), str(tmp_path / "out.onnx"), {})
     with pytest.raises(WorkerFailure) as info:
         pool.request("ort", hang, timeout=60, start_timeout=60, deadline=time.monotonic() + 1.0)
     assert info.value.symptom == "timeout"
@@ -94,6 +94,6 @@ def test_a_deadline_bounds_the_request(pool, tmp_path):
     # past the deadline nothing is sent, and no worker is started for it
     starts = pool.get("ort").starts
     with pytest.raises(WorkerFailure) as info:
-        pool.request("ort", {"op": "hello"}, start_timeout=60, deadline=time.monotonic() - 1)
+        pool.request("ort", Hello(), start_timeout=60, deadline=time.monotonic() - 1)
     assert info.value.symptom == "timeout" and "no time was left" in info.value.message
     assert pool.get("ort").starts == starts and not pool.get("ort").alive()

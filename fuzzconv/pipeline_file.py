@@ -1,4 +1,4 @@
-"""``fuzzconv run``: evaluate one pipeline file against the reference and summarise the result."""
+"""A pipeline file, and ``fuzzconv run``: one pipeline evaluated against the reference."""
 
 from __future__ import annotations
 

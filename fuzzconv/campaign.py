@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UsageError
+from .versions import stack_versions
 
 
 @dataclass
@@ -55,6 +56,27 @@ class HuntResult:
     masked: int = 0  # candidates judged with a known culprit reset
     covered: int = 0  # coverage candidates judged
     coverage: int = 0  # coverage candidates planned
+
+
+def new_finding(out: Any, model: str, cid: str, phase: str, signature: str,
+                culprit: dict[str, Any] | None, hint: str | None, names: list[str], images: int,
+                evaluations: dict[str, int]) -> dict[str, Any]:
+    """A finding as first recorded, in the finding contract's shape, from the outcome ``out`` of
+    the evaluation that showed it (:class:`fuzzconv.evaluator.Outcome`), before shrinking."""
+    cmp = out.comparison or {}
+    return {
+        "model": model, "symptom": out.symptom, "signature": signature,
+        "flip_rate": cmp.get("flip_rate"), "images": out.images or images,
+        "pipeline": out.pipeline.to_dict(), "minimal_pipeline": None, "culprit": culprit,
+        "failing_inputs": [names[i] for i in cmp.get("flipped", []) if i < len(names)],
+        "flipping_images": len(cmp.get("flipped", [])), "first_divergent_node": None,
+        "fix_hint": hint, "evaluations": evaluations, "flaky": False,
+        "versions": stack_versions(), "bundle": None, "campaign": cid, "status": "new",
+        "hits": 1,
+        "comparison": {k: v for k, v in cmp.items() if k not in ("flipped", "tied")} or None,
+        "tie_flips": cmp.get("tie_flips", 0), "failure": out.failure, "slowdown": out.slowdown,
+        "probe": out.probe, "phase": phase, "found_as": signature,
+    }
 
 
 def bucket_of(finding: dict[str, Any]) -> str:

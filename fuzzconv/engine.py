@@ -33,7 +33,7 @@ import random
 import time
 from typing import Any, Callable, Iterator
 
-from .campaign import HuntConfig, HuntResult, bucket_of
+from .campaign import HuntConfig, HuntResult, bucket_of, new_finding
 from .errors import UsageError
 from .evaluator import Evaluator, Outcome
 from .executor import BudgetExhausted, Executor
@@ -429,36 +429,10 @@ class Hunt:
                         for s in (*out.pipeline.steps, out.pipeline.runtime)):
                     self._count_hit(f, out.pipeline)
                     return None
-        cmp = out.comparison or {}
-        names = list(self.corpus.names)
-        finding: dict[str, Any] = {
-            "model": self.config.model,
-            "symptom": out.symptom,
-            "signature": provisional,
-            "flip_rate": cmp.get("flip_rate"),
-            "images": out.images or len(self.corpus),
-            "pipeline": out.pipeline.to_dict(),
-            "minimal_pipeline": None,
-            "culprit": culprit,
-            "failing_inputs": [names[i] for i in cmp.get("flipped", []) if i < len(names)],
-            "flipping_images": len(cmp.get("flipped", [])),
-            "first_divergent_node": None,
-            "fix_hint": hint,
-            "evaluations": {"hunt": self.evals, "shrink": 0, "cache_hits": self.cache_hits},
-            "flaky": False,
-            "versions": stack_versions(),
-            "bundle": None,
-            "campaign": self.cid,
-            "status": "new",
-            "hits": 1,
-            "comparison": {k: v for k, v in cmp.items() if k not in ("flipped", "tied")} or None,
-            "tie_flips": cmp.get("tie_flips", 0),
-            "failure": out.failure,
-            "slowdown": out.slowdown,
-            "probe": out.probe,
-            "phase": cand.phase,
-            "found_as": provisional,
-        }
+        finding = new_finding(
+            out, self.config.model, self.cid, cand.phase, provisional, culprit, hint,
+            list(self.corpus.names), len(self.corpus),
+            {"hunt": self.evals, "shrink": 0, "cache_hits": self.cache_hits})
         if self.config.shrink:
             self.listener("stage", {"what": f"shrinking {out.pipeline.brief(self.ex.registry)}"})
             try:

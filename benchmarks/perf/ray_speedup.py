@@ -36,7 +36,7 @@ from rich.console import Console  # noqa: E402
 
 from fuzzconv.corpora import select  # noqa: E402
 from fuzzconv.executor import Executor  # noqa: E402
-from fuzzconv.hunting import run_hunt  # noqa: E402
+from fuzzconv.launch import run_hunt  # noqa: E402
 from fuzzconv.registry import fresh_registry  # noqa: E402
 from fuzzconv.workers import WorkerPool  # noqa: E402
 

@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fuzzconv.campaign import HuntConfig
 from fuzzconv.engine import Hunt  # noqa: E402
-from fuzzconv.hunting import _sigterm_as_interrupt  # noqa: E402
+from fuzzconv.launch import _sigterm_as_interrupt  # noqa: E402
 from fuzzconv.store import Store  # noqa: E402
 from tests.unit.fakes import FakeCorpus, FakeExecutor, has  # noqa: E402
 

@@ -178,11 +178,11 @@ def test_show(width: int, store: tuple[Path, list[dict[str, Any]]]) -> None:
 @pytest.mark.parametrize("width", WIDTHS)
 def test_hunt_summary(width: int, store: tuple[Path, list[dict[str, Any]]],
                       monkeypatch: pytest.MonkeyPatch) -> None:
-    import fuzzconv.hunting
+    import fuzzconv.launch
 
     d, found = store
     cid = "C-20261203-025049-b7ca"
-    monkeypatch.setattr(fuzzconv.hunting, "run_hunt", lambda **_: HuntResult(
+    monkeypatch.setattr(fuzzconv.launch, "run_hunt", lambda **_: HuntResult(
         cid, 120, found[:6], 901.0, "budget", 40, 80, {"confirmed": 2}))
     out = invoke(width, "hunt", "--model", "tiny_keras", "--store", d)
     assert_whole(out, [cid] + [f["id"] for f in found[:6]]

@@ -44,7 +44,7 @@ DRIVER = r"""
 import json, sys
 from pathlib import Path
 from rich.console import Console
-from fuzzconv.hunting import run_hunt
+from fuzzconv.launch import run_hunt
 
 a = json.loads(sys.argv[1])
 r = run_hunt(model="tiny_keras", budget="20m", max_evals=6, seed=0, images=None, limit=8,
@@ -200,7 +200,7 @@ def test_a_ray_hunt_finds_what_the_local_hunt_finds(hunts):
 
 def test_an_address_nothing_answers_at_fails_fast_with_one_line(tmp_path):
     from fuzzconv.distributed import ClusterError
-    from fuzzconv.hunting import run_hunt
+    from fuzzconv.launch import run_hunt
 
     address = f"127.0.0.1:{_free_port()}"
     with pytest.raises(ClusterError, match=f"no Ray cluster answers at {address}"):
@@ -211,7 +211,7 @@ def test_an_address_nothing_answers_at_fails_fast_with_one_line(tmp_path):
 
 
 def test_ray_workers_without_ray_is_a_usage_error(tmp_path):
-    from fuzzconv.hunting import run_hunt
+    from fuzzconv.launch import run_hunt
 
     with pytest.raises(UsageError, match="--ray-workers needs --ray"):
         run_hunt(model="tiny_keras", budget="1m", max_evals=1, seed=0, images=None, limit=2,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-ENGINE_AND_SHRINKER = ("fuzzconv.engine", "fuzzconv.hunting", "fuzzconv.shrink")
+ENGINE_AND_SHRINKER = ("fuzzconv.engine", "fuzzconv.launch", "fuzzconv.shrink")
 FRAMEWORKS = ("tensorflow", "keras", "torch", "torchvision", "tvm", "onnx", "onnxruntime",
               "tf2onnx", "onnx2torch")
 

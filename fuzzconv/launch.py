@@ -1,4 +1,5 @@
-"""Running a hunt from the command line: options → campaign, with a live progress display."""
+"""Launching a hunt from command-line options: its campaign config, Ray when asked, the live
+progress display, and SIGTERM as Ctrl-C."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""The ``fuzzconv`` commands, one module per group; :mod:`fuzzconv.cli` puts them together."""

@@ -60,6 +60,9 @@ class Limit:
 
 
 _K = ("keras",)
+_T = ("torch",)
+_DYNAMIC_PADS = ("TVM's ONNX frontend: Dynamic pads are not supported yet (torch.onnx.export writes "
+                 "the pads of F.pad as a computed tensor)")
 _UNSUPPORTED = "tf2onnx leaves the TensorFlow op {} in the graph (unsupported), so nothing runs it"
 
 #: What this stack cannot carry (see the module docstring).
@@ -99,6 +102,22 @@ LIMITS: list[Limit] = [
     Limit("resize", ("keras(jit_compile=true)",),
           "XLA: Detected unsupported operations (ScaleAndTranslate) on XLA_CPU_JIT",
           {"antialias": (True,)}, _K),
+    Limit("conv", ("torch.onnx_export", "onnx.tvm"), _DYNAMIC_PADS,
+          {"padding": ("explicit",), "pads": ([0, 1, 0, 1], [1, 0, 2, 1])}, _T),
+    Limit("pad", ("torch.onnx_export", "onnx.tvm"), _DYNAMIC_PADS, {}, _T),
+    Limit("global_pool", ("torch.tvm",),
+          "TVM's exported-program frontend: Unsupported function types "
+          "['adaptive_max_pool2d.default']", {"op": ("max",)}, _T),
+    Limit("reduce", ("torch.tvm",),
+          "TVM's exported-program frontend: Unsupported function types ['amax.default']",
+          {"op": ("max",)}, _T),
+    Limit("resize", ("torch.onnx_export",),
+          "torch.onnx.export: Exporting the operator 'aten::_upsample_bilinear2d_aa' (or its "
+          "bicubic twin) is not supported", {"antialias": (True,)}, _T),
+    *(Limit("act", ("onnx.optimize(level=\"%s\")" % level, "onnx.tvm"),
+            "TVM's ONNX frontend: The following operators are not supported: QuickGelu (ONNX "
+            "Runtime's com.microsoft op, which its optimizer makes of x * sigmoid(x))",
+            {"fn": ("silu",)}) for level in ("extended", "all")),
 ]
 
 

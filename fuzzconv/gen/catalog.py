@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..errors import UsageError
-from .spec import GenSpec, family_of, is_generated
+from .spec import CLASSES, MAX_LAYERS, GenSpec, family_of, is_generated
 
 #: The families ``--model`` takes: each draws models of one framework.
 FAMILIES = ("gen:keras", "gen:torch")
@@ -71,5 +71,19 @@ def model_fields(spec: GenSpec) -> dict[str, Any]:
                 params_m=weights / 1e6, gmacs=macs / 1e9, generated=spec.to_dict())
 
 
+def family_row(family: str) -> dict[str, Any]:
+    """A generated family as ``fuzzconv models`` lists it."""
+    from .spec import SIZES
+    from .vocabulary import KINDS
+
+    source, _family, layout = SOURCES[family.split(":")[1]]
+    side = f"{SIZES[0]}–{SIZES[-1]}"
+    return {"name": family, "source": source,
+            "input_shape": [side, side, 3] if layout == "NHWC" else [3, side, side],
+            "layout": layout, "preprocessing": "keras_tf", "classes": CLASSES,
+            "weights": "calibrated", "tiny": True, "paper": False, "generated": True,
+            "layers": f"1–{MAX_LAYERS} of {len(KINDS)} kinds (fuzzconv models --vocabulary)"}
+
+
 __all__ = ["FAMILIES", "attach", "family_of", "is_generated", "lookup", "model_fields",
-           "remember"]
+           "remember", "family_row"]

@@ -5,7 +5,8 @@ format that has a runtime (up to a length limit), the optional same-format steps
 rewrites, plugin transforms) that can sit at each point, and the runtimes. Drawing a pipeline is
 written once, against a ``choose(options)`` callable, and driven two ways:
 
-* by Hypothesis (:func:`pipelines`, :func:`chains`, :func:`step_params`, :func:`pass_sequences`),
+* by Hypothesis (:func:`pipelines`, :func:`chains`, :func:`step_params`, :func:`pass_sequences`,
+  and :func:`models` for generated models),
   so users can reuse the strategies in their own property tests, with Hypothesis's shrinking;
 * by a seeded :class:`random.Random` in the hunt, so the same seed gives the same pipelines.
 
@@ -23,7 +24,8 @@ from hypothesis import strategies as st
 
 from .errors import UsageError
 from .gen.carriers import carries
-from .gen.spec import GenSpec
+from .gen.draw import draw_spec
+from .gen.spec import MAX_LAYERS, GenSpec
 from .pipeline import Pipeline, Step
 from .registry import Operation, Registry, default_registry
 from .zoo import get_model
@@ -266,6 +268,21 @@ def step_params(step: str, registry: Registry | None = None) -> st.SearchStrateg
     op = (registry or default_registry()).get(step)
     return st.fixed_dictionaries({k: st.sampled_from(op.choices.get(k, [d]))
                                   for k, d in sorted(op.defaults.items())}).map(op.canonical_params)
+
+
+def models(framework: str = "keras", max_layers: int | None = None
+           ) -> st.SearchStrategy[GenSpec]:
+    """Generated image classifiers (:mod:`fuzzconv.gen`) of ``framework`` (``keras`` or
+    ``torch``): 16–64 px inputs, 1 to ``max_layers`` layers of the vocabulary, a classifier
+    head; every drawn spec is valid. Shrinks towards one plain layer on the smallest input.
+    ``GenSpec.name`` is the model's name (``fuzzconv.gen.catalog.remember`` makes it
+    resolvable)."""
+    @st.composite
+    def _draw(draw: Any) -> GenSpec:
+        return draw_spec(framework, lambda opts: draw(st.sampled_from(list(opts))),
+                         max_layers or MAX_LAYERS)
+
+    return _draw()
 
 
 def pass_sequences(registry: Registry | None = None, *, max_passes: int = 4,

@@ -58,12 +58,14 @@ class ZooSubject:
     def __init__(self, hunt: Hunt):
         self.hunt = hunt
         self.model = hunt.config.model
+        # made now: a model, focus or device that does not fit fails before a campaign exists
+        self.space = space_of(hunt, self.model)
 
     def context(self, before: float | None = None) -> ModelContext:
         """The model's context, with what the store knew ``before`` a time (the campaign's
         start); also reads the culprits of the model's unfixed findings from then."""
         h = self.hunt
-        space = space_of(h, self.model)
+        space = self.space
         first = min(h.config.probe, len(h.corpus)) or len(h.corpus)
         planner, h.known_culprits = planner_from_store(h.store, space, first, before)
         return ModelContext(self.model, space, h.evaluator_for(self.model), planner,

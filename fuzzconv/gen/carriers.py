@@ -11,11 +11,17 @@ Every entry was measured on the pinned stack by sending a one-layer model with t
 value down every all-defaults chain (``benchmarks/perf/generated_yield.py --survey``); its
 ``reason`` is the error that gives. Only refusals are limitations: a converter that accepts a
 layer and computes something else, or writes a model its own runtime rejects, is a finding.
+
+A refusal nobody declared yet (:func:`refusal`: ``NotImplementedError``, ``OpNotImplemented``,
+``UnsupportedOperatorError``, or a message saying an operator is not supported or implemented)
+is judged the same way when a generated model meets it: listed as a limitation with the model,
+never a finding.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -93,6 +99,11 @@ LIMITS: list[Limit] = [
     Limit("act", ("keras.tflite", "tflite.tf2onnx"),
           "tflite.tf2onnx leaves TFL_RELU_N1_TO_1 (a clip to [-1, 1]) in the graph "
           "(unsupported)", {"fn": ("clip",), "bounds": ([-1.0, 1.0],)}, _K),
+    Limit("global_pool", ("onnx.onnx2torch",),
+          "onnx2torch: Converter is not implemented (GlobalMaxPool)", {"op": ("max",)}, _K),
+    Limit("pool", ("onnx.onnx2torch",),
+          "onnx2torch: AvgPool with non symmetrical padding is not implemented",
+          {"op": ("avg",), "padding": ("same",)}, _K),
     Limit("pad", ("keras.tf2onnx", "onnx.onnx2torch"),
           "onnx2torch: Converter is not implemented (ScatterElements), which tf2onnx writes for "
           "a symmetric pad", {"mode": ("symmetric",)}, _K),
@@ -133,6 +144,25 @@ def _token(step: str) -> tuple[str, dict[str, Any]]:
 
 def _element(e: Any) -> tuple[str, dict[str, Any]]:
     return (e, {}) if isinstance(e, str) else (e.name, e.params)
+
+
+#: Error classes that say "this operator is not supported", whatever the message.
+REFUSING_ERRORS = ("NotImplementedError", "OpNotImplemented", "UnsupportedOperatorError")
+#: Words of a message that say the same (the converter refused; it did not go wrong).
+REFUSING_WORDS = re.compile(r"not (?:yet )?(?:supported|implemented)|unsupported (?:function|op)"
+                            r"|neither a custom op nor a flex op", re.IGNORECASE)
+
+
+def refusal(failure: dict[str, Any] | None) -> str | None:
+    """Why a failure is a converter refusing an operator it does not support (a limitation
+    nobody declared yet), in one line; None for anything else (a crash that is a finding)."""
+    if not failure or failure.get("symptom") != "crash":
+        return None
+    message = (failure.get("message") or "").strip()
+    if failure.get("error_class") in REFUSING_ERRORS or REFUSING_WORDS.search(message):
+        first = message.splitlines()[0] if message else ""
+        return f"{failure.get('step')} refused: {failure.get('error_class')}: {first[:200]}"
+    return None
 
 
 def limits_of(spec: GenSpec) -> list[tuple[int, Limit]]:

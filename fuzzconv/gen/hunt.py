@@ -64,6 +64,8 @@ class GeneratedSubject:
         self.hunt = hunt
         self.family = hunt.config.model
         self.framework = self.family.split(":")[1]
+        if hunt.config.focus:  # checked now, before a campaign exists
+            hunt.ex.registry.get(hunt.config.focus)
         self.models: list[str] = []
         self.parents: dict[str, str] = {}
         self.energy: dict[str, float] = {}

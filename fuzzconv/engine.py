@@ -105,6 +105,7 @@ class Hunt:
         self.masked = 0
         self.covered = 0
         self.deadline: float | None = None
+        self.mutating = False  # coverage is done
         self.evaluator = Evaluator(executor, config.model, corpus, self.thresholds,
                                    probe_size=config.probe, slowdown_vs=config.slowdown_vs)
         self.planner: Planner | None = None
@@ -284,6 +285,7 @@ class Hunt:
             if cand is None or self._taken(cand.pipeline):
                 continue
             yield cand
+        self.mutating = True
         while True:
             cand = self._mutant()
             if cand is None:
@@ -467,9 +469,9 @@ class Hunt:
         """Reduce the model and re-run cold the oldest finding that still needs it.
 
         Finishing a finding is for filing it; trying the next candidates is for finding more,
-        so a hunt with a deadline finishes its findings in the last :data:`FINISH_SHARE` of its
-        budget (or when it runs out of candidates), and a hunt without one after its last
-        evaluation. A finding left unfinished says so (``pending``); ``fuzzconv shrink ID``
+        so a hunt finishes its findings once coverage is done (mutants are worth less than a
+        finished finding) or in the last :data:`FINISH_SHARE` of its budget, whichever comes
+        first, and at the end. A finding left unfinished says so (``pending``); ``fuzzconv shrink ID``
         completes it.
         """
         sig, finishing = self.unfinished[0]
@@ -482,8 +484,8 @@ class Hunt:
 
     def _finishing_time(self) -> bool:
         left = self._seconds_left()
-        return bool(self.unfinished) and left is not None and (
-            left < FINISH_SHARE * self.config.budget_s)
+        return bool(self.unfinished) and (self.mutating or (
+            left is not None and left < FINISH_SHARE * self.config.budget_s))
 
     def _store_new(self, finding: dict[str, Any]) -> str:
         sig = finding["signature"]

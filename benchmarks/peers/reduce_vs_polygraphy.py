@@ -712,8 +712,34 @@ def goal(results: list[Result]) -> tuple[bool, str]:
     return not worse, ("met" if not worse else "not met: " + ", ".join(worse))
 
 
+def observations(results: list[Result]) -> list[str]:
+    """What the rows of one case show beyond the goal, read off the results."""
+    fz = results[0]
+    out = []
+    pg = [r for r in results if r.reducer.startswith("Polygraphy")]
+    wider = [r for r in pg if r.inputs is not None and fz.inputs is not None
+             and r.inputs > fz.inputs]
+    if wider:
+        out.append("Polygraphy's results take " + ", ".join(
+            f"{r.inputs} inputs ({r.reducer})" for r in wider) + f"; fuzzconv's takes "
+            f"{fz.inputs}, the other cut tensors frozen from the same image")
+    control = next((r for r in pg if "failing sample only" in r.reducer), None)
+    full = next((r for r in pg if r.reducer == "Polygraphy bisect"), None)
+    if control and full and control.nodes is not None and full.nodes is not None:
+        out.append(f"given every sample, Polygraphy bisect keeps {full.nodes} nodes; given only "
+                   f"the failing one, {control.nodes}")
+    slow = [r for r in pg if r.error and r.error.startswith("did not finish")]
+    if slow:
+        out.append("; ".join(f"{r.reducer} ran {r.checks} checks before it was stopped"
+                             for r in slow))
+    if fz.check_seconds and fz.checks:
+        out.append(f"a check took {fz.check_seconds / fz.checks:.1f} s on average in "
+                   f"fuzzconv's run")
+    return out
+
+
 def markdown(all_results: list[list[Result]], cases: dict[str, Case], peer: Peer, started: str,
-             load: tuple[str, str], args: argparse.Namespace) -> str:
+             load: tuple[str, str], max_minutes: float) -> str:
     from fuzzconv.versions import stack_versions
 
     v = stack_versions()
@@ -724,30 +750,32 @@ def markdown(all_results: list[list[Result]], cases: dict[str, Case], peer: Peer
              f"Run {started}; {platform.machine()}, {os.cpu_count()} cores; load (`uptime`) at "
              f"the start: {load[0]}; at the end: {load[1]}. Peer (its own venv, from PyPI): "
              f"{peer_v}. fuzzconv stack: {stack}.", "",
-             "Each case's failing model is reduced by fuzzconv's search and by Polygraphy's "
-             "`debug reduce`, all calling the same check (`check_divergence.py`: the case's chain "
-             "against ONNX Runtime on the same model and inputs, per-tensor tolerance as "
-             "fuzzconv's reducer; exit 1 when it still fails the same way), which logs every "
-             "call: *checks* is that count (Polygraphy's own iteration count agrees unless a "
-             "note says otherwise). *Reproduces* is the same check run again on the result; "
-             "*standalone* is `onnx.checker` (full) and a run in plain ONNX Runtime in "
-             "Polygraphy's venv, where fuzzconv is not importable, every input fed its recorded "
-             "value. *Inputs* are the graph inputs left to feed: fuzzconv feeds one and freezes "
-             "the others from the same image; Polygraphy makes every cut tensor an input. "
-             "Polygraphy never checks the original model (it assumes it fails); neither do the "
-             "fuzzconv runs here (the case was built on that check). Bisect+linear counts both "
-             "runs. Wall time includes every check; mobilenetv2 checks take about a second with "
-             "ONNX Runtime, several with a TVM build.", "",
+             "Each case's failing model is reduced by fuzzconv's search (bisect the output, "
+             "bisect the input side, ddmin) and by Polygraphy's `debug reduce` as its tutorial "
+             "runs it (`--load-inputs` with every recorded tensor, `--model-input-shapes`, "
+             "`--fail-code 1`), all calling the same check (`check_divergence.py`: the case's "
+             "chain against ONNX Runtime on the same model and inputs, fuzzconv's per-tensor "
+             "tolerance; exit 1 when it still fails the same way) through a wrapper script, "
+             "and the check logs every call: *checks* is that count. *Reproduces* is the check "
+             "run again on the result; *standalone* is `onnx.checker` (full) and a run in plain "
+             "ONNX Runtime in Polygraphy's venv, where fuzzconv is not importable, every input "
+             "fed its recorded value. *Inputs* are the graph inputs left to feed. Polygraphy "
+             "never checks the original model (it assumes it fails); neither do the fuzzconv "
+             "runs here (each case was built on that check). Bisect+linear counts both runs. "
+             f"A Polygraphy run is stopped after {max_minutes:g} minutes. Wall times include "
+             "every check and were taken on a shared, loaded machine.", "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     for results in all_results:
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r.row()) + " |"
                   for r in results]
     lines += ["", "Per case (goal: fuzzconv at least as small, in no more checks, than each "
                   "Polygraphy run whose result reproduces):", ""]
+    met = 0
     for results in all_results:
         name = results[0].case
         c = cases[name]
         ok, why = goal(results)
+        met += ok
         fz = results[0]
         extra = []
         if c.fuzzconv_run:
@@ -758,14 +786,26 @@ def markdown(all_results: list[list[Result]], cases: dict[str, Case], peer: Peer
                          + (f" ({fr['error']})" if fr.get("error") else ""))
         if fz.in_hunt:
             h = fz.in_hunt
-            extra.append("fuzzconv's reducer with its own predicate, as in a hunt: "
+            extra.append("fuzzconv's reducer with its own in-process predicate, as in a hunt: "
                          + (f"{h['nodes']} nodes in {h['evaluations']} evaluations"
                             if h.get("nodes") is not None else f"no reduction ({h.get('reason')})"))
-        errs = [f"{r.reducer} stopped with `{r.error}`" for r in results if r.error]
+        extra += observations(results)
+        errs = [f"{r.reducer} stopped: `{r.error}`" for r in results
+                if r.error and not r.error.startswith(("did not finish", "not run"))]
         lines.append(f"- **{name}** ({c.d.about}; {c.nodes} nodes, signature "
                      f"`{':'.join(str(s) for s in c.signature if s)}`): goal {why}."
-                     + "".join(f" {e}." for e in extra + errs))
-    lines += ["", PENDING, END]
+                     + "".join(f" {e[0].upper()}{e[1:]}." for e in extra + errs))
+    totals = {}
+    for results in all_results:
+        for r in results:
+            if r.nodes is not None and "failing sample only" not in r.reducer:
+                t = totals.setdefault(r.reducer, [0, 0, 0])
+                t[0] += 1
+                t[1] += r.checks
+                t[2] += r.nodes
+    lines += ["", f"Goal met on {met} of {len(all_results)} cases. Over the cases each finished: "
+              + "; ".join(f"{k} {v[0]} cases, {v[1]} checks, {v[2]} nodes"
+                          for k, v in totals.items()) + ".", "", PENDING, END]
     return "\n".join(lines)
 
 
@@ -804,7 +844,7 @@ def main(argv: list[str] | None = None) -> int:
                                           not args.no_in_hunt)
         all_results.append(results)
     load1 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    text = markdown(all_results, cases, peer, started, (load0, load1), args)
+    text = markdown(all_results, cases, peer, started, (load0, load1), args.max_minutes)
     print(text)
     if not args.no_write:
         sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -245,3 +245,18 @@ def test_relu_add_fusion_fault_is_invisible_where_the_other_addend_is_zero(tmp_p
         want = ReferenceEvaluator(m).run(None, {"a": a, "b": b})[0]
         got = ReferenceEvaluator(fused).run(None, {"a": a, "b": b})[0]
         assert (not np.allclose(want, got)) == differs
+
+
+def test_observations_read_inputs_samples_and_stopped_runs_off_the_results():
+    R = bench.Result
+    fz = R("c", "fuzzconv", 140, nodes=8, inputs=1, checks=17, check_seconds=8.5,
+           reproduces=True)
+    lin = R("c", "Polygraphy linear", 140, nodes=1, inputs=2, checks=164, reproduces=True)
+    bis = R("c", "Polygraphy bisect", 140, nodes=4, inputs=1, checks=5, reproduces=True)
+    only = R("c", "Polygraphy bisect, failing sample only", 140, nodes=2, inputs=1, checks=5)
+    slow = R("c", "Polygraphy linear", 140, checks=31, error="did not finish in 60 min")
+    text = " | ".join(bench.observations([fz, lin, bis, only, slow]))
+    assert "2 inputs (Polygraphy linear)" in text and "fuzzconv's takes 1" in text
+    assert "every sample, Polygraphy bisect keeps 4 nodes; given only the failing one, 2" in text
+    assert "Polygraphy linear ran 31 checks before it was stopped" in text
+    assert "0.5 s on average" in text

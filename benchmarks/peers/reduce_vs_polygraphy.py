@@ -54,6 +54,7 @@ import platform
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -547,22 +548,26 @@ def run_polygraphy(case: Case, peer: Peer, mode: str, work: Path, source: Path |
     cmd += ["--check", str(check), "polygraphy_debug.onnx"]
     (work / "command.txt").write_text(" ".join(cmd) + "\n")
     t0 = time.monotonic()
-    try:
-        p = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=_peer_env(),
-                           timeout=max_minutes * 60)
-        output, rc = p.stdout + p.stderr, p.returncode
-    except subprocess.TimeoutExpired as exc:
-        output = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        rc = None
-        res.error = f"did not finish in {max_minutes:g} min"
+    # Its own session, so a run that is stopped takes its check and the check's child with it.
+    with (work / "polygraphy.log").open("w+") as out:
+        proc = subprocess.Popen(cmd, cwd=work, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                env=_peer_env(), start_new_session=True)
+        try:
+            rc: int | None = proc.wait(timeout=max_minutes * 60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            rc = None
+            res.error = f"did not finish in {max_minutes:g} min"
+        out.seek(0)
+        output = out.read()
     res.seconds = time.monotonic() - t0
-    (work / "polygraphy.log").write_text(output)
     parsed = parse_polygraphy(output)
     lines = read_log(log)
     res.checks, res.check_seconds = len(lines), sum(x["seconds"] for x in lines)
     res.parsed_iterations = parsed["iterations"]
     out = work / "reduced.onnx"
-    if rc not in (0, None) or not out.exists():
+    if rc != 0 or not out.exists():  # a run that was stopped counts as one with no result
         res.error = res.error or (parsed["error"] or f"exit {rc}, no reduced model")
         if parsed["frozen"]:
             res.notes.append(f"froze {parsed['frozen']} tensor(s) from its data to cut branches")
@@ -578,7 +583,7 @@ def run_polygraphy(case: Case, peer: Peer, mode: str, work: Path, source: Path |
 def verify(res: Result, case: Case, peer: Peer, model: Path, data: list[str],
            work: Path) -> None:
     """Re-check the result independently (not counted) and run it in plain ONNX Runtime."""
-    if not model.exists():
+    if res.nodes is None or not model.exists():
         return
     check = check_wrapper(case, data, work / "recheck.jsonl", "recheck", work / "recheck.sh")
     p = subprocess.run([str(check), str(model)], capture_output=True, text=True)

@@ -197,7 +197,7 @@ CASES: list[CaseDef] = [
            also=({"step": "fault.arm", "params": {"armed": True}},)),
     _fault("flaky_noise", "fault.flaky_noise", {"noise": True},
            "fresh random noise on the classifier at every conversion"),
-    _fault("segfault", "fault.segfault", {"crash": True}, "the step segfaults (a crash)"),
+    _fault("segfault", "fault.segfault", {"crash": True}, "a step that segfaults: a crash"),
     CaseDef("tvm_after_legalize", FAULTS / "tvm_after_legalize.py",
             ({"step": "onnx.tvm", "params": {}},
              {"step": "tvm.pass", "params": {"name": "LegalizeOps", "args": {}}},
@@ -401,6 +401,7 @@ class Result:
     error: str | None = None
     notes: list[str] = field(default_factory=list)
     parsed_iterations: int | None = None
+    stages: dict[str, int] | None = None  # checks per stage of the search
     in_hunt: dict[str, Any] | None = None
 
     def row(self) -> list[str]:
@@ -412,7 +413,13 @@ class Result:
             f"{', '.join(self.op_types[:3])}, … ({len(self.op_types)})"
         # Polygraphy's messages end in a "Note:" listing tensors in set order: not for a table
         error = self.error.split(" Note: ")[0] if self.error else None
-        note = "; ".join([*([f"failed: {error}"] if error else []), *self.notes])
+        notes = list(self.notes)
+        if self.stages:
+            notes.insert(0, "checks by stage: " + ", ".join(f"{k} {v}"
+                                                           for k, v in self.stages.items()))
+        if self.standalone is False and self.standalone_error:
+            notes.append(f"standalone: {self.standalone_error}")
+        note = "; ".join([*([f"failed: {error}"] if error else []), *notes])
         return [self.case, self.reducer, nodes, "—" if self.inputs is None else str(self.inputs),
                 str(self.checks), f"{self.seconds:.0f}", yn(self.reproduces), yn(self.standalone),
                 ops or "—", note or ""]
@@ -492,8 +499,8 @@ def run_fuzzconv(case: Case, work: Path) -> Result:
     onnx.save(build_subgraph(model, info, red.cut, arrays), str(out))
     lines = read_log(log)
     res.checks, res.check_seconds = len(lines), sum(x["seconds"] for x in lines)
-    res.notes.append(f"stages {red.stages['bisect_output']}/{red.stages['bisect_input']}/"
-                     f"{red.stages['ddmin']}")
+    res.stages = {"output": red.stages["bisect_output"], "input": red.stages["bisect_input"],
+                  "ddmin": red.stages["ddmin"]}
     if red.cut.frozen:
         res.notes.append(f"{len(red.cut.frozen)} side input(s) frozen")
     res.nodes, res.inputs, res.op_types = _describe(out)
@@ -508,11 +515,14 @@ def parse_polygraphy(output: str) -> dict[str, Any]:
     """What a ``debug reduce`` log says.
 
     Returns ``iterations`` (checks it ran: ``PASSED``/``FAILED | Iteration N`` lines), ``passed``,
-    ``failed``, ``frozen`` (tensors it froze from its data to cut a branch away) and ``error``:
+    ``failed``, ``frozen`` (tensors it froze from its data to cut a branch away), ``phases``
+    (iterations spent on the outputs and on the inputs, once the outputs are done) and ``error``:
     the last critical message (``[!]`` and its indented lines), leaving out the notes about
     optional modules it falls back without, or None.
     """
     found = ITERATION.findall(output)
+    head, sep, _ = output.partition("Finished reducing model outputs")
+    outputs_phase = len(ITERATION.findall(head)) if sep else None
     blocks: list[list[str]] = []
     current: list[str] | None = None
     for line in output.splitlines():
@@ -527,6 +537,8 @@ def parse_polygraphy(output: str) -> dict[str, Any]:
     errors = [" ".join(b) for b in blocks if "could not be imported" not in " ".join(b)]
     return {"iterations": len(found), "passed": found.count("PASSED"),
             "failed": found.count("FAILED"), "frozen": len(FREEZING.findall(output)),
+            "phases": None if outputs_phase is None else
+            {"outputs": outputs_phase, "inputs": len(found) - outputs_phase},
             "error": errors[-1] if errors else None}
 
 
@@ -559,6 +571,9 @@ def run_polygraphy(case: Case, peer: Peer, mode: str, work: Path, source: Path |
             proc.wait()
             rc = None
             res.error = f"did not finish in {max_minutes:g} min"
+        except BaseException:  # Ctrl-C, SIGTERM: its own session would outlive this process
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
         out.seek(0)
         output = out.read()
     res.seconds = time.monotonic() - t0
@@ -566,6 +581,7 @@ def run_polygraphy(case: Case, peer: Peer, mode: str, work: Path, source: Path |
     lines = read_log(log)
     res.checks, res.check_seconds = len(lines), sum(x["seconds"] for x in lines)
     res.parsed_iterations = parsed["iterations"]
+    res.stages = parsed["phases"]
     out = work / "reduced.onnx"
     if rc != 0 or not out.exists():  # a run that was stopped counts as one with no result
         res.error = res.error or (parsed["error"] or f"exit {rc}, no reduced model")
@@ -675,6 +691,7 @@ def run_case(d: CaseDef, store: Path, peer: Peer, modes: list[str], max_minutes:
             r = run_polygraphy(case, peer, "linear", runs / "polygraphy-bisect+linear",
                                source=first, label="Polygraphy bisect+linear",
                                max_minutes=max_minutes)
+            r.stages = None  # the linear part's phases alone would read as the whole run's
             r.checks += base.checks
             r.seconds += base.seconds
             r.check_seconds += base.check_seconds
@@ -743,18 +760,37 @@ def observations(results: list[Result]) -> list[str]:
     return out
 
 
-def markdown(all_results: list[list[Result]], cases: dict[str, Case], peer: Peer, started: str,
-             load: tuple[str, str], max_minutes: float) -> str:
-    from fuzzconv.versions import stack_versions
+READING = (
+    "How to read it. Both reducers bisect first the output side and then the input side over "
+    "the nodes in topological order, so on a fault in one node they try prefixes and suffixes "
+    "of the same kind; where they differ by a check it is where each rounds the midpoint (the "
+    "stage counts in the notes show where). fuzzconv then runs ddmin over what is left: it "
+    "pays on branches and costs checks where nothing more can go. fuzzconv's runtimes feed one "
+    "input, so it freezes every other cut tensor into an initializer holding the recorded "
+    "value; a step that treats a constant differently from a computed tensor (a rewrite that "
+    "matches two computed operands, constant folding) then sees another graph, and fuzzconv "
+    "keeps the nodes that compute that tensor, where Polygraphy makes it a graph input. "
+    "Polygraphy's linear mode runs one check per node in each of its two phases whatever it "
+    "finds; with TVM every check is a build of the candidate.")
 
-    v = stack_versions()
-    stack = ", ".join(f"{k} {v[k]}" for k in sorted(v))
-    peer_v = ", ".join(f"{k} {peer.versions[k]}" for k in PEER_PACKAGES)
+
+def case_report(case: Case, results: list[Result]) -> dict[str, Any]:
+    """One case's part of the saved report: what the tables are written from."""
+    return {"name": case.d.name, "about": case.d.about, "nodes": case.nodes,
+            "signature": case.signature, "fuzzconv_run": case.fuzzconv_run,
+            "samples": len(case.samples), "results": [asdict(r) for r in results]}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The RESULTS.md section, from a saved report (see :func:`main`)."""
+    stack = ", ".join(f"{k} {v}" for k, v in sorted(report["stack"].items()))
+    peer_v = ", ".join(f"{k} {v}" for k, v in report["peer"].items())
+    cases = report["cases"]
     lines = [BEGIN, "## Side by side: model reduction vs Polygraphy "
                     "(`benchmarks/peers/reduce_vs_polygraphy.py`)", "",
-             f"Run {started}; {platform.machine()}, {os.cpu_count()} cores; load (`uptime`) at "
-             f"the start: {load[0]}; at the end: {load[1]}. Peer (its own venv, from PyPI): "
-             f"{peer_v}. fuzzconv stack: {stack}.", "",
+             f"Run {report['started']}; {report['machine']}; load (`uptime`) at the start: "
+             f"{report['load'][0]}; at the end: {report['load'][1]}. Peer (its own venv, from "
+             f"PyPI): {peer_v}. fuzzconv stack: {stack}.", "",
              "Each case's failing model is reduced by fuzzconv's search (bisect the output, "
              "bisect the input side, ddmin) and by Polygraphy's `debug reduce` as its tutorial "
              "runs it (`--load-inputs` with every recorded tensor, `--model-input-shapes`, "
@@ -767,24 +803,24 @@ def markdown(all_results: list[list[Result]], cases: dict[str, Case], peer: Peer
              "fed its recorded value. *Inputs* are the graph inputs left to feed. Polygraphy "
              "never checks the original model (it assumes it fails); neither do the fuzzconv "
              "runs here (each case was built on that check). Bisect+linear counts both runs. "
-             f"A Polygraphy run is stopped after {max_minutes:g} minutes. Wall times include "
-             "every check and were taken on a shared, loaded machine.", "",
+             f"A Polygraphy run is stopped after {report['max_minutes']:g} minutes. Wall times "
+             "include every check and were taken on a shared, loaded machine.", "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    for results in all_results:
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r.row()) + " |"
-                  for r in results]
+    for c in cases:
+        lines += ["| " + " | ".join(x.replace("|", "\\|") for x in Result(**r).row()) + " |"
+                  for r in c["results"]]
     lines += ["", "Per case (goal: fuzzconv at least as small, in no more checks, than each "
                   "Polygraphy run whose result reproduces):", ""]
     met = 0
-    for results in all_results:
-        name = results[0].case
-        c = cases[name]
+    totals: dict[str, list[int]] = {}
+    for c in cases:
+        results = [Result(**r) for r in c["results"]]
         ok, why = goal(results)
         met += ok
         fz = results[0]
         extra = []
-        if c.fuzzconv_run:
-            fr = c.fuzzconv_run
+        if c["fuzzconv_run"]:
+            fr = c["fuzzconv_run"]
             extra.append(f"`fuzzconv run` of its pipeline: {fr['symptom']}"
                          + (f", flip rate {fr['flip_rate']:.0%}" if fr.get("flip_rate")
                             is not None else "")
@@ -795,22 +831,20 @@ def markdown(all_results: list[list[Result]], cases: dict[str, Case], peer: Peer
                          + (f"{h['nodes']} nodes in {h['evaluations']} evaluations"
                             if h.get("nodes") is not None else f"no reduction ({h.get('reason')})"))
         extra += observations(results)
-        errs = [f"{r.reducer} stopped: `{r.error}`" for r in results
+        errs = [f"{r.reducer} stopped: `{r.error.split(' Note: ')[0]}`" for r in results
                 if r.error and not r.error.startswith(("did not finish", "not run"))]
-        lines.append(f"- **{name}** ({c.d.about}; {c.nodes} nodes, signature "
-                     f"`{':'.join(str(s) for s in c.signature if s)}`): goal {why}."
+        lines.append(f"- **{c['name']}** ({c['about']}; {c['nodes']} nodes, signature "
+                     f"`{':'.join(str(x) for x in c['signature'] if x)}`): goal {why}."
                      + "".join(f" {e[0].upper()}{e[1:]}." for e in extra + errs))
-    totals = {}
-    for results in all_results:
         for r in results:
             if r.nodes is not None and "failing sample only" not in r.reducer:
                 t = totals.setdefault(r.reducer, [0, 0, 0])
                 t[0] += 1
                 t[1] += r.checks
                 t[2] += r.nodes
-    lines += ["", f"Goal met on {met} of {len(all_results)} cases. Over the cases each finished: "
+    lines += ["", f"Goal met on {met} of {len(cases)} cases. Over the cases each finished: "
               + "; ".join(f"{k} {v[0]} cases, {v[1]} checks, {v[2]} nodes"
-                          for k, v in totals.items()) + ".", "", PENDING, END]
+                          for k, v in totals.items()) + ".", "", READING, "", PENDING, END]
     return "\n".join(lines)
 
 
@@ -826,40 +860,56 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-in-hunt", action="store_true",
                     help="skip fuzzconv's reducer with its own predicate (the cross-check)")
     ap.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
-    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--json", type=Path, default=None,
+                    help="also write the report here (it is always written to STORE/report.json)")
+    ap.add_argument("--render", type=Path, default=None, metavar="REPORT.json",
+                    help="write the tables from a saved report instead of running")
     args = ap.parse_args(argv)
-    chosen = CASES
-    if args.cases:
-        wanted = args.cases.split(",")
-        unknown = set(wanted) - {c.name for c in CASES}
-        if unknown:
-            print(f"unknown case(s): {', '.join(sorted(unknown))}", file=sys.stderr)
-            return 2
-        chosen = [c for c in CASES if c.name in wanted]
-    modes = args.modes.split(",")
-    store = args.store.resolve()
-    store.mkdir(parents=True, exist_ok=True)
-    started = time.strftime("%Y-%m-%d %H:%M")
-    load0 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    peer = ensure_polygraphy(store)
-    say("peer: " + ", ".join(f"{k} {v}" for k, v in peer.versions.items()))
-    all_results, cases = [], {}
-    for d in chosen:
-        cases[d.name], results = run_case(d, store, peer, modes, args.max_minutes,
-                                          not args.no_in_hunt)
-        all_results.append(results)
-    load1 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    text = markdown(all_results, cases, peer, started, (load0, load1), args.max_minutes)
+    if args.render:
+        report = json.loads(args.render.read_text())
+    else:
+        chosen = CASES
+        if args.cases:
+            wanted = args.cases.split(",")
+            unknown = set(wanted) - {c.name for c in CASES}
+            if unknown:
+                print(f"unknown case(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+                return 2
+            chosen = [c for c in CASES if c.name in wanted]
+        # SIGTERM unwinds like Ctrl-C, so a running Polygraphy is stopped with this process
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        report = run(chosen, args.store.resolve(), args.modes.split(","), args.max_minutes,
+                     not args.no_in_hunt)
+        for path in [args.store.resolve() / "report.json", *filter(None, [args.json])]:
+            path.write_text(json.dumps(report, indent=1))
+    text = markdown(report)
     print(text)
     if not args.no_write:
         sys.path.insert(0, str(ROOT / "benchmarks"))
         from run_faults import write_results
 
         write_results(text, BEGIN, END)
-    if args.json:
-        args.json.write_text(json.dumps([[asdict(r) for r in rs] for rs in all_results],
-                                        indent=1))
     return 0
+
+
+def run(chosen: list[CaseDef], store: Path, modes: list[str], max_minutes: float,
+        with_in_hunt: bool) -> dict[str, Any]:
+    """Reduce every chosen case with every reducer; the report the tables are written from."""
+    from fuzzconv.versions import stack_versions
+
+    store.mkdir(parents=True, exist_ok=True)
+    started = time.strftime("%Y-%m-%d %H:%M")
+    load0 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    peer = ensure_polygraphy(store)
+    say("peer: " + ", ".join(f"{k} {v}" for k, v in peer.versions.items()))
+    cases = []
+    for d in chosen:
+        case, results = run_case(d, store, peer, modes, max_minutes, with_in_hunt)
+        cases.append(case_report(case, results))
+    load1 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    return {"started": started, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "load": [load0, load1], "peer": peer.versions, "stack": stack_versions(),
+            "max_minutes": max_minutes, "cases": cases}
 
 
 if __name__ == "__main__":

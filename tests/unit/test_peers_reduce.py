@@ -115,8 +115,13 @@ def test_parse_polygraphy_counts_iterations_and_finds_the_critical_error():
     # the fallback note about an optional module is not the error; the run's last critical is
     assert p["error"].startswith("The following outputs were not found in the model: {''}.")
     assert "Note: outputs requested" in p["error"]
-    clean = bench.parse_polygraphy("[I] PASSED | Iteration 1 | Duration 1s\n")
-    assert clean == {"iterations": 1, "passed": 1, "failed": 0, "frozen": 0, "error": None}
+    assert p["phases"] is None  # it stopped before the outputs were done
+    clean = bench.parse_polygraphy("[I] PASSED | Iteration 1 | Duration 1s\n"
+                                   "[I] Finished reducing model outputs\n"
+                                   "[E] FAILED | Iteration 1 | Duration 1s\n"
+                                   "[I] PASSED | Iteration 2 | Duration 1s\n")
+    assert clean == {"iterations": 3, "passed": 2, "failed": 1, "frozen": 0,
+                     "phases": {"outputs": 1, "inputs": 2}, "error": None}
 
 
 def test_result_row_and_goal():
@@ -139,6 +144,10 @@ def test_result_row_and_goal():
     row = failed.row()
     assert row[2] == "—" and "Note" not in row[-1] and row[-1].startswith("failed: ")
     assert fz.row()[:6] == ["c", "fuzzconv", "1 of 140", "1", "9", "0"]
+    fz.stages = {"output": 7, "input": 2, "ddmin": 0}
+    fz.standalone, fz.standalone_error = False, "InvalidGraph: ..."
+    assert fz.row()[-1] == ("checks by stage: output 7, input 2, ddmin 0; "
+                            "standalone: InvalidGraph: ...")
 
 
 def test_read_log_counts_one_line_per_call(tmp_path):
@@ -260,3 +269,20 @@ def test_observations_read_inputs_samples_and_stopped_runs_off_the_results():
     assert "every sample, Polygraphy bisect keeps 4 nodes; given only the failing one, 2" in text
     assert "Polygraphy linear ran 31 checks before it was stopped" in text
     assert "0.5 s on average" in text
+
+
+def test_tables_are_written_from_a_saved_report():
+    R = bench.Result
+    rows = [R("c", "fuzzconv", 8, nodes=1, inputs=1, checks=5, reproduces=True, standalone=True),
+            R("c", "Polygraphy bisect", 8, checks=4, error="The following outputs were not "
+              "found in the model: {''}. Note: all outputs are: {'a'}")]
+    report = {"started": "2026-12-03 05:00", "machine": "x86_64, 2 cores", "load": ["l0", "l1"],
+              "peer": {"polygraphy": "0.53.6"}, "stack": {"onnx": "1.23.2"}, "max_minutes": 60,
+              "cases": [{"name": "c", "about": "a case", "nodes": 8, "signature": ["diverges"],
+                         "fuzzconv_run": None, "samples": 1,
+                         "results": [json.loads(json.dumps(bench.asdict(r))) for r in rows]}]}
+    text = bench.markdown(json.loads(json.dumps(report)))
+    assert text.startswith(bench.BEGIN) and text.endswith(bench.END)
+    assert "| c | fuzzconv | 1 of 8 | 1 | 5 |" in text
+    assert "Polygraphy bisect stopped: `The following outputs were not found" in text
+    assert "Goal met on 1 of 1 cases" in text and "polygraphy 0.53.6" in text

@@ -192,7 +192,7 @@ CASES: list[CaseDef] = [
     _fault("int8_weight", "fault.int8_weight", {"round_int8": True},
            "the largest weight rounded through int8"),
     _fault("layout_transpose", "fault.layout_slip", {"transpose": True},
-           "a transpose slipped after the first convolution (the fault adds a node)"),
+           "a transpose slipped after the first convolution: the fault adds a node"),
     _fault("two_steps", "fault.fire", {"scale": 0.5}, "two steps together: arm marks, fire acts",
            also=({"step": "fault.arm", "params": {"armed": True}},)),
     _fault("flaky_noise", "fault.flaky_noise", {"noise": True},
@@ -722,6 +722,10 @@ def run_case(d: CaseDef, store: Path, peer: Peer, modes: list[str], max_minutes:
     return case, results
 
 
+def _n(k: int, word: str) -> str:
+    return f"{k} {word}" + ("" if k == 1 else "s")
+
+
 def goal(results: list[Result]) -> tuple[bool, str]:
     """fuzzconv at least as small, in no more checks, as every Polygraphy run that reproduces."""
     fz = next(r for r in results if r.reducer == "fuzzconv")
@@ -729,7 +733,7 @@ def goal(results: list[Result]) -> tuple[bool, str]:
              and r.reproduces and "failing sample only" not in r.reducer]
     if fz.nodes is None or not fz.reproduces:
         return False, "fuzzconv's result does not reproduce"
-    worse = [f"{p.reducer} ({p.nodes} nodes, {p.checks} checks)" for p in peers
+    worse = [f"{p.reducer} ({_n(p.nodes, 'node')}, {_n(p.checks, 'check')})" for p in peers
              if p.nodes < fz.nodes or (p.nodes == fz.nodes and p.checks < fz.checks)]
     return not worse, ("met" if not worse else "not met: " + ", ".join(worse))
 
@@ -748,8 +752,8 @@ def observations(results: list[Result]) -> list[str]:
     control = next((r for r in pg if "failing sample only" in r.reducer), None)
     full = next((r for r in pg if r.reducer == "Polygraphy bisect"), None)
     if control and full and control.nodes is not None and full.nodes is not None:
-        out.append(f"given every sample, Polygraphy bisect keeps {full.nodes} nodes; given only "
-                   f"the failing one, {control.nodes}")
+        out.append(f"given every sample, Polygraphy bisect keeps {_n(full.nodes, 'node')}; given "
+                   f"only the failing one, {control.nodes}")
     slow = [r for r in pg if r.error and r.error.startswith("did not finish")]
     if slow:
         out.append("; ".join(f"{r.reducer} ran {r.checks} checks before it was stopped"
@@ -779,6 +783,11 @@ def case_report(case: Case, results: list[Result]) -> dict[str, Any]:
     return {"name": case.d.name, "about": case.d.about, "nodes": case.nodes,
             "signature": case.signature, "fuzzconv_run": case.fuzzconv_run,
             "samples": len(case.samples), "results": [asdict(r) for r in results]}
+
+
+def _sentence(text: str) -> str:
+    """Capitalised, except for a name that is written in lower case (fuzzconv, a step)."""
+    return text if text.startswith(("fuzzconv", "`")) else text[0].upper() + text[1:]
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -811,7 +820,7 @@ def markdown(report: dict[str, Any]) -> str:
                   for r in c["results"]]
     lines += ["", "Per case (goal: fuzzconv at least as small, in no more checks, than each "
                   "Polygraphy run whose result reproduces):", ""]
-    met = 0
+    met = complete = 0
     totals: dict[str, list[int]] = {}
     for c in cases:
         results = [Result(**r) for r in c["results"]]
@@ -828,23 +837,25 @@ def markdown(report: dict[str, Any]) -> str:
         if fz.in_hunt:
             h = fz.in_hunt
             extra.append("fuzzconv's reducer with its own in-process predicate, as in a hunt: "
-                         + (f"{h['nodes']} nodes in {h['evaluations']} evaluations"
+                         + (f"{_n(h['nodes'], 'node')} in {_n(h['evaluations'], 'evaluation')}"
                             if h.get("nodes") is not None else f"no reduction ({h.get('reason')})"))
         extra += observations(results)
         errs = [f"{r.reducer} stopped: `{r.error.split(' Note: ')[0]}`" for r in results
                 if r.error and not r.error.startswith(("did not finish", "not run"))]
         lines.append(f"- **{c['name']}** ({c['about']}; {c['nodes']} nodes, signature "
                      f"`{':'.join(str(x) for x in c['signature'] if x)}`): goal {why}."
-                     + "".join(f" {e[0].upper()}{e[1:]}." for e in extra + errs))
-        for r in results:
-            if r.nodes is not None and "failing sample only" not in r.reducer:
-                t = totals.setdefault(r.reducer, [0, 0, 0])
-                t[0] += 1
-                t[1] += r.checks
-                t[2] += r.nodes
-    lines += ["", f"Goal met on {met} of {len(cases)} cases. Over the cases each finished: "
-              + "; ".join(f"{k} {v[0]} cases, {v[1]} checks, {v[2]} nodes"
-                          for k, v in totals.items()) + ".", "", READING, "", PENDING, END]
+                     + "".join(f" {_sentence(e)}." for e in extra + errs))
+        compared = [r for r in results if "failing sample only" not in r.reducer]
+        if all(r.nodes is not None for r in compared):
+            complete += 1
+            for r in compared:
+                t = totals.setdefault(r.reducer, [0, 0])
+                t[0] += r.checks
+                t[1] += r.nodes
+    lines += ["", f"Goal met on {met} of {len(cases)} cases. Over the {complete} cases where "
+              "every run made a model: "
+              + "; ".join(f"{k} {v[0]} checks, {v[1]} nodes" for k, v in totals.items())
+              + ".", "", READING, "", PENDING, END]
     return "\n".join(lines)
 
 

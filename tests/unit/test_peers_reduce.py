@@ -133,7 +133,7 @@ def test_result_row_and_goal():
     assert bench.goal([fz, pb, pl]) == (True, "met")
     small = R("c", "Polygraphy linear", 140, nodes=1, inputs=2, checks=5, reproduces=True)
     ok, why = bench.goal([fz, small])
-    assert not ok and "Polygraphy linear (1 nodes, 5 checks)" in why
+    assert not ok and "Polygraphy linear (1 node, 5 checks)" in why
     # a smaller result that does not reproduce, or a control run, does not count against it
     wrong = R("c", "Polygraphy bisect", 140, nodes=0, checks=1, reproduces=False)
     control = R("c", "Polygraphy bisect, failing sample only", 140, nodes=1, checks=2,
@@ -286,3 +286,4 @@ def test_tables_are_written_from_a_saved_report():
     assert "| c | fuzzconv | 1 of 8 | 1 | 5 |" in text
     assert "Polygraphy bisect stopped: `The following outputs were not found" in text
     assert "Goal met on 1 of 1 cases" in text and "polygraphy 0.53.6" in text
+    assert "Over the 0 cases where every run made a model" in text  # bisect made none

@@ -2,6 +2,7 @@
 
     python benchmarks/peers/reduce_vs_polygraphy.py [--store DIR] [--cases a,b,...]
         [--modes bisect,linear,bisect+linear] [--max-minutes 60] [--no-write] [--json FILE]
+    python benchmarks/peers/reduce_vs_polygraphy.py --render STORE/report.json
 
 Every case is a failing ONNX model, a chain that makes it fail (the part of a fuzzconv pipeline
 from that model on: a fault step or a TVM build, then a runtime) and the recorded activations of
@@ -40,9 +41,10 @@ fuzzconv is not importable ("standalone").
   (NVIDIA/TensorRT#4607). A control run gives Polygraphy only the failing image.
 
 Polygraphy is installed when absent into ``STORE/peers/polygraphy-venv`` (``python3.11 -m venv``,
-then pip from PyPI); fuzzconv's environment is never touched. Results go to the console, to
-``benchmarks/RESULTS.md`` between the ``peers-reduce`` markers (not with ``--no-write``) and with
-``--json FILE`` to a file.
+then pip from PyPI, sympy included since Polygraphy asks for it); fuzzconv's environment is never
+touched. A run saves its report to ``STORE/report.json`` (and ``--json FILE``); the tables are
+written from it to the console and to ``benchmarks/RESULTS.md`` between the ``peers-reduce``
+markers (not with ``--no-write``). ``--render`` writes them again from a saved report.
 """
 
 from __future__ import annotations

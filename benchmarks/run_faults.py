@@ -178,7 +178,9 @@ def _injected(store: Path, steps: set[str]) -> bool:
         return False
     for (data,) in rows:
         f = json.loads(data)
-        if (f.get("culprit") or {}).get("step") in steps and f.get("minimal_pipeline"):
+        # minimized and finished (reduced, re-run cold): what flakiness and node scores read
+        if ((f.get("culprit") or {}).get("step") in steps and f.get("minimal_pipeline")
+                and not f.get("pending")):
             return True
     return False
 

@@ -107,6 +107,7 @@ class Hunt:
         self.contexts: dict[str, ModelContext] = {}
         self.subject: ZooSubject | GeneratedSubject = (
             GeneratedSubject(self) if family_of(config.model) == config.model else ZooSubject(self))
+        self.coverage_done = False  # findings are finished from then on
 
     # -- the campaign ------------------------------------------------------------------------
     def run(self, resume: str | None = None) -> HuntResult:
@@ -424,9 +425,9 @@ class Hunt:
         """Reduce the model and re-run cold the oldest finding that still needs it.
 
         Finishing a finding is for filing it; trying the next candidates is for finding more,
-        so a hunt with a deadline finishes its findings in the last :data:`FINISH_SHARE` of its
-        budget (or when it runs out of candidates), and a hunt without one after its last
-        evaluation. A finding left unfinished says so (``pending``); ``fuzzconv shrink ID``
+        so a hunt finishes its findings once coverage is done (mutants are worth less than a
+        finished finding) or in the last :data:`FINISH_SHARE` of its budget, whichever comes
+        first, and at the end. A finding left unfinished says so (``pending``); ``fuzzconv shrink ID``
         completes it.
         """
         sig, finishing = self.unfinished[0]
@@ -439,8 +440,8 @@ class Hunt:
 
     def _finishing_time(self) -> bool:
         left = self.seconds_left()
-        return bool(self.unfinished) and left is not None and (
-            left < FINISH_SHARE * self.config.budget_s)
+        return bool(self.unfinished) and (self.coverage_done or (
+            left is not None and left < FINISH_SHARE * self.config.budget_s))
 
     def _store_new(self, finding: dict[str, Any]) -> str:
         sig = finding["signature"]

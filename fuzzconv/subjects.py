@@ -117,6 +117,7 @@ class ZooSubject:
         ctx = h.contexts[self.model]
         h.listener("plan", {"coverage": len(ctx.coverage)})
         yield from best_first(h, ctx, list(ctx.coverage))
+        h.coverage_done = True
         while True:
             cand = best_mutant(h, ctx, list(h.outcomes.values()))
             if cand is None:

@@ -143,8 +143,8 @@ def show(
     t.add_row("minimal pipeline", _pipeline_text(f.get("minimal_pipeline")))
     t.add_row("culprit", _culprit(f.get("culprit")))
     if f.get("pending"):
-        t.add_row("pending", f"{', '.join(f['pending'])} (a running hunt does them in the last "
-                             f"quarter of its budget; fuzzconv shrink {f['id']} completes them)")
+        t.add_row("pending", f"{', '.join(f['pending'])} (a running hunt does them after coverage or in "
+                             f"the last quarter of its budget; fuzzconv shrink {f['id']} completes them)")
     if f.get("culprit_uncertain"):
         t.add_row("culprit uncertain", f["culprit_uncertain"])
     sd = f.get("slowdown")

@@ -23,7 +23,9 @@ inside the functions.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -108,17 +110,66 @@ def save_relax(mod: "tvm.IRModule", path: Path) -> None:
     doc = {"format": RELAX_FORMAT, "version": RELAX_VERSION, "tvm": tvm_version(),
            "constants": _constants_path(path).name, "count": len(arrays), "script": text}
     path.write_text(json.dumps(doc, indent=1) + "\n")
+    remember_module(path, mod)
 
 
 def load_relax(path: Path) -> "tvm.IRModule":
     """Read a Relax IRModule written by :func:`save_relax`."""
     path = Path(path)
+    known = recalled_module(path)
+    if known is not None:
+        return known.clone()  # a caller (a plugin, say) may set functions of what it gets
     doc = json.loads(path.read_text())
     if doc.get("format") != RELAX_FORMAT or doc.get("version") != RELAX_VERSION:
         raise ValueError(f"{path} is not a fuzzconv relax artifact (version {RELAX_VERSION})")
     with np.load(path.parent / doc["constants"], allow_pickle=False) as npz:
         arrays = [npz[f"c{i}"] for i in range(doc["count"])]
-    return _parse_relax(doc["script"], arrays)
+    mod = _parse_relax(doc["script"], arrays)
+    remember_module(path, mod)
+    return mod
+
+
+# The last few Relax modules a worker saved or loaded, by artifact identity (see
+# :func:`remember_module`), so the steps that follow one another on a module do not parse it again.
+RECENT_MODULES: dict = {}
+RECENT_SIZE = 2
+
+
+def artifact_identity(path: Path) -> tuple | None:
+    """What identifies a Relax artifact: its text and its constants file's size and modification
+    time, which survive the cache moving the artifact into place (artifacts are never rewritten
+    in place)."""
+    try:
+        npz = os.stat(_constants_path(path))
+        return (hashlib.sha256(Path(path).read_bytes()).hexdigest(), npz.st_size, npz.st_mtime_ns)
+    except OSError:
+        return None
+
+
+def recalled_module(path: Path) -> Any:
+    """The module at ``path`` if this process saved or loaded it lately, else None."""
+    key = artifact_identity(path)
+    mod = RECENT_MODULES.pop(key, None) if key is not None else None
+    if mod is not None:
+        RECENT_MODULES[key] = mod  # most recent last
+    return mod
+
+
+def remember_module(path: Path, mod: Any) -> None:
+    """Keep ``mod`` as the module at ``path`` for a while.
+
+    Parsing a module's TVMScript takes seconds (two of a TVM pass's eight on MobileNetV2): a hunt
+    applies dozens of passes to the same imported module and builds each result right after the
+    pass saved it, in the same worker. :func:`load_relax` hands out a clone, so a caller that sets
+    a function of its module changes nothing here.
+    """
+    key = artifact_identity(path)
+    if key is None:
+        return
+    RECENT_MODULES.pop(key, None)
+    RECENT_MODULES[key] = mod
+    while len(RECENT_MODULES) > RECENT_SIZE:
+        RECENT_MODULES.pop(next(iter(RECENT_MODULES)))
 
 
 def tvm_version() -> str:

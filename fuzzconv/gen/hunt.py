@@ -107,6 +107,7 @@ class GeneratedSubject:
     def candidates(self) -> Iterator[Candidate]:
         h = self.hunt
         h.listener("plan", {"coverage": 0})
+        h.coverage_done = True  # no coverage phase: each model's findings are finished as found
         while True:
             model = self._next_model()
             if model is None:

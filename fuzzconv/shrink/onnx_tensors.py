@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from ..formats.layout import onnx_input_layout, to_layout
+from ..formats.layout import INPUT_LAYOUT_KEY, onnx_input_layout, to_layout
 from ..protocol import worker_function
 from .graph import Cut, GraphInfo, topological_nodes
 
@@ -47,9 +47,13 @@ def build_subgraph(model: "onnx.ModelProto", info: GraphInfo, cut: Cut,
 
     graph = helper.make_graph(picked, f"{model.graph.name or 'graph'} to {cut.output}",
                               [value_info(cut.feed)], [value_info(cut.output)], inits)
-    return helper.make_model(graph, opset_imports=list(model.opset_import),
-                             ir_version=model.ir_version, functions=list(model.functions),
-                             producer_name="fuzzconv.reduce")
+    sub = helper.make_model(graph, opset_imports=list(model.opset_import),
+                            ir_version=model.ir_version, functions=list(model.functions),
+                            producer_name="fuzzconv.reduce")
+    # Marks that steps leave for later steps travel with the subgraph; the input layout does
+    # not: the fed tensor is an activation, in whatever layout the graph computes it.
+    sub.metadata_props.extend(p for p in model.metadata_props if p.key != INPUT_LAYOUT_KEY)
+    return sub
 
 
 

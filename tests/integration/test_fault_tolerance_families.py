@@ -23,7 +23,7 @@ from fuzzconv.cli import app
 from fuzzconv.corpora import default_corpus
 from fuzzconv.executor import Evaluation, Executor
 from fuzzconv.pipeline import Pipeline
-from fuzzconv.registry import fresh_registry
+from fuzzconv.registry import default_registry, fresh_registry
 from fuzzconv.store import Store
 from fuzzconv.workers import WorkerPool
 
@@ -123,14 +123,21 @@ def test_a_hunt_records_each_family_crash_and_carries_on(tmp_path: Path) -> None
                 "--slowdown", "1000")
     assert got["stopped"] == "max_evals" and got["evaluations"] == 16
     found = set()
+    reg = default_registry()
     for f in got["findings"]:
         step, mode = f["culprit"]["step"], f["culprit"]["params"].get("mode")
+        if not step.startswith("faults."):
+            # the hunt tries quantising options first: TFLite's quantisation really diverges
+            op = reg.get(step)
+            assert any(op.reduces_precision(k, v) for k, v in f["culprit"]["params"].items()), f
+            continue
         assert step.startswith("faults.") and mode in KINDS, f  # no harmless step or mode blamed
         where = [s["step"] for s in f["pipeline"]["steps"]].index(step) + 1
         assert (f["symptom"], f["failure"]["error_class"], f["failure"]["stage"]) == (
             *KINDS[mode], f"step {where} {step}"), f
         found.add((step, mode))
-    assert len(found) == len(got["findings"])  # one finding each
+    assert len(found) == len([f for f in got["findings"]
+                              if f["culprit"]["step"].startswith("faults.")])  # one finding each
     assert len({step for step, _ in found}) >= 2, found  # today: all four ort modes, tf segfault
 
     # The hunt went on after the first crash, and pipelines after it still ran to the end.

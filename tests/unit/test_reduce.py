@@ -318,3 +318,15 @@ def test_keras_tensors_compare_in_either_layout(layout):
     ref = RNG.standard_normal((2, 5, 6, 3))
     out = ref if layout == "NHWC" else ref.transpose(0, 3, 1, 2)
     assert _compare_layouts(ref, out.copy(), Thresholds()).max_abs == 0
+
+
+def test_a_subgraph_keeps_the_marks_steps_leave_but_not_the_input_layout(tmp_path):
+    from fuzzconv.formats.layout import INPUT_LAYOUT_KEY
+
+    m = residual_net()
+    onnx.helper.set_model_props(m, {"fault.arm": "1", INPUT_LAYOUT_KEY: "NCHW"})
+    info, rec, arrays = recorded(m, tmp_path)
+    residual = next(i for i, n in enumerate(info.nodes) if n.name == "residual")
+    sub = build_subgraph(m, info, make_cut(info, rec, residual, kept=[residual]), arrays)
+    props = {p.key: p.value for p in sub.metadata_props}
+    assert props == {"fault.arm": "1"}  # the fed tensor is an activation, not the model's input

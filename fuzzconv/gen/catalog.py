@@ -38,6 +38,12 @@ def attach(key: str, source: Callable[[str], dict[str, Any] | None]) -> None:
     _sources.setdefault(key, source)
 
 
+def forget() -> None:
+    """Forget every spec this process drew or loaded (tests that must not see each other's
+    models); the attached sources stay, so a stored model still resolves."""
+    _known.clear()
+
+
 def lookup(name: str) -> GenSpec:
     """The spec a generated model's name stands for.
 
@@ -85,5 +91,5 @@ def family_row(family: str) -> dict[str, Any]:
             "layers": f"1–{MAX_LAYERS} of {len(KINDS)} kinds (fuzzconv models --vocabulary)"}
 
 
-__all__ = ["FAMILIES", "attach", "family_of", "is_generated", "lookup", "model_fields",
+__all__ = ["FAMILIES", "attach", "family_of", "forget", "is_generated", "lookup", "model_fields",
            "remember", "family_row"]

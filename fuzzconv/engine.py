@@ -301,7 +301,7 @@ class Hunt:
                 self.store.add_costs(p.model, self.cid, out.measured)
         self.subject.note(cand, out)
         new = None
-        if out.symptom:
+        if out.symptom and self.subject.limitation(out) is None:
             new = self._record_finding(cand, out)
         else:
             new = self._revisit_slowdowns(out)

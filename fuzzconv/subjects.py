@@ -142,6 +142,10 @@ class ZooSubject:
         """Known limitations the hunt met (a zoo model has none)."""
         return []
 
+    def limitation(self, out: Outcome) -> str | None:
+        """Why an outcome is a known limitation rather than a finding (a zoo model: never)."""
+        return None
+
     def keep_models(self, finding: dict[str, Any]) -> None:
         """Store what a finding's models need to be rebuilt (a zoo model needs nothing)."""
 

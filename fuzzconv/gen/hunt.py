@@ -38,7 +38,7 @@ from ..mutate import Mutator
 from ..plan import P_CHAIN, P_DIVERGED_ELSEWHERE, CacheView, Candidate, History, Planner
 from ..strategies import Atom
 from ..subjects import ModelContext, best_first, best_mutant, space_of
-from .carriers import limits_of
+from .carriers import limits_of, refusal
 from .catalog import family_of, lookup, remember
 from .draw import draw_spec, mutate, seeded
 from .spec import GenSpec
@@ -213,6 +213,14 @@ class GeneratedSubject:
             if name and family_of(name):
                 spec: GenSpec = lookup(name)
                 self.hunt.store.add_generated(name, spec.canonical_json())
+
+    def limitation(self, out: Outcome) -> str | None:
+        """A converter refusing an operator no limit declares yet (:func:`.carriers.refusal`) is
+        a limitation: counted and listed with the others, never a finding."""
+        why = refusal(out.failure)
+        if why is not None:
+            self.limited[why] += 1
+        return why
 
     def limitations(self) -> list[str]:
         """Known limitations met, with how many models each kept off a path; then the models

@@ -106,3 +106,22 @@ def test_the_same_seed_draws_the_same_models_and_finds_the_same(tmp_path):
         runs.append(([e["pipeline_hash"] for e in store.evaluations(result.campaign)],
                      sorted(f["signature"] for f in result.findings)))
     assert runs[0] == runs[1]
+
+
+def test_a_converter_refusing_an_operator_is_a_limitation_and_a_crash_is_a_finding():
+    from fuzzconv.gen.carriers import refusal
+
+    def crash(error_class: str, message: str) -> dict:
+        return {"symptom": "crash", "error_class": error_class, "step": "onnx.onnx2torch",
+                "message": message}
+
+    assert "onnx.onnx2torch refused" in refusal(crash("NotImplementedError", "Resize mode cubic"))
+    assert refusal(crash("RuntimeError", "Converter is not implemented (OperationDescription("
+                                         "domain='', operation_type='GlobalMaxPool'))"))
+    assert refusal(crash("ConverterError", "op is neither a custom op nor a flex op"))
+    # a converter that goes wrong is not refusing
+    assert refusal(crash("SIGSEGV", "")) is None
+    assert refusal(crash("ValueError", "shapes (1,3) and (4,) not aligned")) is None
+    assert refusal({"symptom": "timeout", "error_class": "Timeout", "message": "not supported"}) \
+        is None
+    assert refusal(None) is None

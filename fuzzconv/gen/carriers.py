@@ -8,7 +8,7 @@ space every chain that a limit of one of its layers names (all of the limit's st
 and the shrinker never proposes one. A hunt lists the limitations it met.
 
 Every entry was measured on the pinned stack by sending a one-layer model with that attribute
-value down every all-defaults chain (``benchmarks/perf/generated_yield.py --survey``); its
+value down every all-defaults chain; its
 ``reason`` is the error that gives. Only refusals are limitations: a converter that accepts a
 layer and computes something else, or writes a model its own runtime rejects, is a finding.
 

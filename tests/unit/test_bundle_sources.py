@@ -184,3 +184,13 @@ def test_the_harness_judges_a_reduced_subgraph_per_tensor(monkeypatch: pytest.Mo
     act = np.linspace(0, 10, 24, dtype=np.float32).reshape(1, 2, 3, 4)
     assert harness.verdict(act, act + 0.5)[0] is True  # 5 % of the tensor's range
     assert harness.verdict(act, act + 1e-5)[0] is False
+
+
+def test_a_memo_the_process_filled_is_copied_as_the_module_writes_it(monkeypatch) -> None:
+    # A worker's recently loaded Relax modules are frameworks' objects: the copy starts empty.
+    from fuzzconv.formats import relax
+
+    monkeypatch.setitem(relax.RECENT_MODULES, ("key",), object())
+    sources, namespace = copied(relax.load_relax)
+    assert namespace["RECENT_MODULES"] == {} and namespace["RECENT_SIZE"] == relax.RECENT_SIZE
+    assert "RECENT_MODULES = {}" in sources.text()

@@ -12,7 +12,7 @@ What is judged is what fuzzconv's reducer judges (``fuzzconv.shrink.reduce``, "P
 case's chain (``steps`` then ``runtime``, the failing part of a fuzzconv pipeline, applied with
 fuzzconv's own step functions and plugins) against ONNX Runtime with graph optimisations off on
 the same unmodified model, both fed the same values, compared per output tensor with
-:func:`fuzzconv.shrink.reduce.activation_divergence`. Two differences from the reducer's own
+:func:`fuzzconv.activations.activation_divergence`. Two differences from the reducer's own
 runs make it usable by any reducer:
 
 - every graph input is fed, by name, from the recorded activations (``--data``, the
@@ -104,7 +104,7 @@ def compare(ref: Sequence[np.ndarray], got: Sequence[np.ndarray],
             atol: float, rtol: float) -> Verdict:
     """``diverges`` when any output is past the reducer's per-tensor tolerance."""
     from fuzzconv.oracle import Thresholds
-    from fuzzconv.shrink.reduce import activation_divergence
+    from fuzzconv.activations import activation_divergence
 
     th = Thresholds(atol=atol, rtol=rtol)
     if len(got) < len(ref):

@@ -310,7 +310,7 @@ def _cached_artifact(fstore: Path, step: str) -> Path | None:
 
 def prepare(d: CaseDef, store: Path, peer: Peer, images: int = 4) -> Case:
     """Write the case's directory: model, recordings, signature, Polygraphy's input files."""
-    from fuzzconv.shrink.reduce import record
+    from fuzzconv.shrink.onnx_tensors import record
 
     cdir = store / "cases" / d.name
     shutil.rmtree(cdir, ignore_errors=True)
@@ -469,8 +469,9 @@ def run_fuzzconv(case: Case, work: Path) -> Result:
     """fuzzconv's search (``reduce_cut``), every candidate judged by the shared check."""
     import onnx
 
-    from fuzzconv.shrink.reduce import (GraphInfo, Recorded, build_subgraph, load_arrays,
-                                        make_cut, reduce_cut)
+    from fuzzconv.shrink.graph import GraphInfo, Recorded, make_cut
+    from fuzzconv.shrink.onnx_tensors import build_subgraph, load_arrays
+    from fuzzconv.shrink.reduce import reduce_cut
 
     res = Result(case.d.name, "fuzzconv", case.nodes)
     work.mkdir(parents=True, exist_ok=True)
@@ -626,7 +627,7 @@ def frozen_from(model: Path, case: Case) -> list[str]:
     import onnx
     from onnx import numpy_helper
 
-    from fuzzconv.shrink.reduce import load_arrays
+    from fuzzconv.shrink.onnx_tensors import load_arrays
 
     recs = {r: load_arrays(case.dir / r) for r in case.samples}
     out = []

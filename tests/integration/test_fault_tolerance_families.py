@@ -127,9 +127,13 @@ def test_a_hunt_records_each_family_crash_and_carries_on(tmp_path: Path) -> None
     for f in got["findings"]:
         step, mode = f["culprit"]["step"], f["culprit"]["params"].get("mode")
         if not step.startswith("faults."):
-            # the hunt tries quantising options first: TFLite's quantisation really diverges
+            # the hunt tries quantising options first: TFLite's quantisation really diverges; and
+            # a built-in step may really crash (onnx's version converter does, to opset 11) on a
+            # pipeline with no fault step in it
             op = reg.get(step)
-            assert any(op.reduces_precision(k, v) for k, v in f["culprit"]["params"].items()), f
+            steps = [s["step"] for s in f["pipeline"]["steps"]]
+            assert any(op.reduces_precision(k, v) for k, v in f["culprit"]["params"].items()) or (
+                f["symptom"] == "crash" and not any(s.startswith("faults.") for s in steps)), f
             continue
         assert step.startswith("faults.") and mode in KINDS, f  # no harmless step or mode blamed
         where = [s["step"] for s in f["pipeline"]["steps"]].index(step) + 1

@@ -184,3 +184,40 @@ def test_the_harness_judges_a_reduced_subgraph_per_tensor(monkeypatch: pytest.Mo
     act = np.linspace(0, 10, 24, dtype=np.float32).reshape(1, 2, 3, 4)
     assert harness.verdict(act, act + 0.5)[0] is True  # 5 % of the tensor's range
     assert harness.verdict(act, act + 1e-5)[0] is False
+
+
+def test_a_memo_the_process_filled_is_copied_as_the_module_writes_it(monkeypatch) -> None:
+    # A worker's recently loaded Relax modules are frameworks' objects: the copy starts empty.
+    from fuzzconv.formats import relax
+
+    monkeypatch.setitem(relax.RECENT_MODULES, ("key",), object())
+    sources, namespace = copied(relax.load_relax)
+    assert namespace["RECENT_MODULES"] == {} and namespace["RECENT_SIZE"] == relax.RECENT_SIZE
+    assert "RECENT_MODULES = {}" in sources.text()
+
+
+def test_the_harness_keeps_the_error_raised_not_what_a_library_logs_after_it(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # TVM logs "BlockBuilder destroyed with remaining blocks" after an importer's traceback: the
+    # last line of stderr is then a warning, while the finding's error class is the exception's.
+    def importer(ctx, src, dst):
+        raise TypeError("Reshape requires the input new shape to be Shape\nmore detail")
+
+    np.save(tmp_path / "inputs.npy", np.zeros((1, 2), np.float32))
+    monkeypatch.setattr(harness, "HERE", tmp_path)
+    monkeypatch.setattr(harness, "MODULES", [])
+    monkeypatch.setattr(harness, "INPUT", tmp_path / "model.onnx")
+    monkeypatch.setattr(harness, "MODEL", {"classes": 2})
+    monkeypatch.setattr(harness, "CHAIN", [("onnx.tvm", {}, "model.json"), ("tvm", {}, None)])
+    monkeypatch.setattr(harness, "FUNCTIONS", {"onnx.tvm": importer})
+    stage = tmp_path / "run" / "stage"
+    stage.parent.mkdir()
+    with pytest.raises(TypeError):
+        harness.child(str(stage), str(tmp_path / "actual.npy"))
+    assert stage.read_text() == "0"
+    raised = (stage.parent / "error").read_text()
+    assert raised == "TypeError: Reshape requires the input new shape to be Shape"
+    monkeypatch.setattr(harness, "ERROR_CLASS", "TypeError")
+    logged = "Traceback ...\nTypeError: Reshape ...\n[07:53:51] Warning: BlockBuilder destroyed\n"
+    assert not harness.same_class(harness.error_of(1, logged))
+    assert harness.same_class(harness.error_of(1, logged + raised))

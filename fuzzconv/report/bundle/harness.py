@@ -95,6 +95,20 @@ def child(stage_file: str, actual_file: str) -> int:
             print(f"cannot import {module} ({exc}): pip install {PINS}", file=sys.stderr)
             return EXIT_MISSING
     x = np.load(HERE / "inputs.npy", allow_pickle=False)
+    try:
+        y = run_chain(x, stage)
+    except BaseException as exc:
+        # the error as raised: what a library logs after its traceback must not stand for it
+        first = (str(exc).strip().splitlines() or [""])[0]
+        stage.with_name("error").write_text(f"{type(exc).__name__}: {first}")
+        raise
+    np.save(actual_file, y, allow_pickle=False)
+    stage.write_text("done")
+    return 0
+
+
+def run_chain(x: np.ndarray, stage: Path) -> np.ndarray:
+    """Every element of CHAIN in turn on the inputs; the runtime's outputs."""
     y = None
     with tempfile.TemporaryDirectory() as tmp:
         artifact = INPUT
@@ -109,9 +123,8 @@ def child(stage_file: str, actual_file: str) -> int:
                 FUNCTIONS[name](StepContext(MODEL, DEVICE, str(dst.parent)), artifact, dst,
                                 **params)
                 artifact = dst
-    np.save(actual_file, y, allow_pickle=False)
-    stage.write_text("done")
-    return 0
+    assert y is not None, "CHAIN ends with a runtime"
+    return y
 
 
 def run_child() -> tuple[str, int | None, str, np.ndarray | None]:
@@ -127,6 +140,9 @@ def run_child() -> tuple[str, int | None, str, np.ndarray | None]:
             err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
         reached = stage.read_text() if stage.exists() else "start"
         y = np.load(actual, allow_pickle=False) if code == 0 else None
+        raised = Path(tmp) / "error"
+        if code and code > 0 and raised.exists():
+            err = err.rstrip() + "\n" + raised.read_text()  # its last line is the error raised
     return reached, code, err, y
 
 

@@ -12,7 +12,8 @@ Rules a copied function must keep (the steps do, and ``tests/unit/test_bundle_so
 every built-in step and runtime): it is defined at module level (no closures), it reaches other
 fuzzconv code through module-level names (not imports inside its body), and the module-level
 values it reads are plain data (numbers, strings, containers of them, compiled patterns) or
-fuzzconv functions. A name bound to two different things in two modules cannot be copied. The
+fuzzconv functions. A value the module writes as a literal is copied as written, not as it is now:
+a per-process memo (a worker's recently loaded modules) starts empty in ``repro.py``. A name bound to two different things in two modules cannot be copied. The
 registration decorators of :mod:`fuzzconv.plugins` and :mod:`fuzzconv.protocol` are dropped;
 other decorators (``dataclass``) stay.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import importlib
 import inspect
 import re
@@ -103,7 +105,13 @@ class Sources:
         body = "\n".join(lines[tree.lineno - 1:])  # from the ``def``/``class`` line on
         head = "".join(f"@{ast.get_source_segment(source, d)}\n" for d in kept)
         for dep in sorted(_free_names(tree, kept)):
-            if dep in module.__dict__:
+            written = _literal_assignment(module, dep)
+            if written is not None and dep not in self._bound:
+                # a literal is copied as the module writes it: a memo the process has filled
+                # since (a worker's recent modules) starts empty in the copy as it did here
+                self._bound[dep] = module.__dict__.get(dep)
+                self._defs.append((dep, f"{dep} = {written}"))
+            elif dep in module.__dict__:
                 self.add(module.__dict__[dep], dep)
             elif not hasattr(builtins, dep):
                 raise CopyError(f"{obj.__qualname__} uses {dep!r}, which {obj.__module__} does "
@@ -169,6 +177,33 @@ def _same_value(a: Any, b: Any) -> bool:
     """Equal plain data bound under one name in two modules (a shared constant) is one thing."""
     plain = (type(None), bool, int, float, str, bytes, tuple, list, dict, set, frozenset)
     return isinstance(a, plain) and type(a) is type(b) and a == b
+
+
+def _literal_assignment(module: types.ModuleType, name: str) -> str | None:
+    """The source of ``name = <literal>`` when that is the module's only top-level binding of
+    ``name``; else None."""
+    try:
+        tree = _module_tree(module.__name__)
+    except (OSError, TypeError, SyntaxError):
+        return None
+    values = []
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, ast.AnnAssign) and node.value is not None else [])
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            values.append(node.value)
+    if len(values) != 1:
+        return None
+    try:
+        ast.literal_eval(values[0])
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return ast.unparse(values[0])
+
+
+@functools.lru_cache(maxsize=None)
+def _module_tree(module: str) -> ast.Module:
+    return ast.parse(inspect.getsource(sys.modules[module]))
 
 
 def _module_import(module: types.ModuleType, name: str) -> str:

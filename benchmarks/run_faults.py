@@ -167,7 +167,10 @@ def _fuzzconv() -> list[str]:
     return [sys.executable, "-c", "from fuzzconv.cli import main; main()"]
 
 
-def _injected(store: Path, steps: set[str]) -> bool:
+def _injected(store: Path, steps: set[str], finished: bool) -> bool:
+    """Whether the store holds a minimized finding blamed on one of ``steps`` (and, with
+    ``finished``, one the hunt also finished: reduced and re-run cold, which is what sets
+    ``flaky``)."""
     db = store / "fuzzconv.sqlite"
     if not db.exists():
         return False
@@ -178,9 +181,8 @@ def _injected(store: Path, steps: set[str]) -> bool:
         return False
     for (data,) in rows:
         f = json.loads(data)
-        # minimized and finished (reduced, re-run cold): what flakiness and node scores read
         if ((f.get("culprit") or {}).get("step") in steps and f.get("minimal_pipeline")
-                and not f.get("pending")):
+                and not (finished and f.get("pending"))):
             return True
     return False
 
@@ -209,7 +211,7 @@ def hunt(fault: Fault, model: str, focus: bool, budget: str, work: Path, stop_ea
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         while proc.poll() is None:
             time.sleep(2)
-            if stop_early and _injected(store, fault.steps):
+            if stop_early and _injected(store, fault.steps, bool(fault.truth.get("flaky"))):
                 proc.send_signal(signal.SIGINT)
                 try:
                     proc.wait(120)

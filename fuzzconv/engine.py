@@ -427,7 +427,7 @@ class Hunt:
         Finishing a finding is for filing it; trying the next candidates is for finding more,
         so a hunt finishes its findings once coverage is done (mutants are worth less than a
         finished finding) or in the last :data:`FINISH_SHARE` of its budget, whichever comes
-        first, and at the end. A finding left unfinished says so (``pending``); ``fuzzconv shrink ID``
+        first, and at the end; a ``--focus`` hunt finishes each as soon as it is stored. A finding left unfinished says so (``pending``); ``fuzzconv shrink ID``
         completes it.
         """
         sig, finishing = self.unfinished[0]
@@ -440,7 +440,8 @@ class Hunt:
 
     def _finishing_time(self) -> bool:
         left = self.seconds_left()
-        return bool(self.unfinished) and (self.coverage_done or (
+        # a focused hunt is about one step: its findings are what it is for, finish them now
+        return bool(self.unfinished) and (self.coverage_done or self.config.focus is not None or (
             left is not None and left < FINISH_SHARE * self.config.budget_s))
 
     def _store_new(self, finding: dict[str, Any]) -> str:

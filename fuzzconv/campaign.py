@@ -14,6 +14,7 @@ from typing import Any
 
 from .errors import UsageError
 from .versions import stack_versions
+from .zoo import get_model
 
 
 @dataclass
@@ -56,6 +57,7 @@ class HuntResult:
     masked: int = 0  # candidates judged with a known culprit reset
     covered: int = 0  # coverage candidates judged
     coverage: int = 0  # coverage candidates planned
+    limitations: list[str] = field(default_factory=list)  # known limitations met (generated)
 
 
 def new_finding(out: Any, model: str, cid: str, phase: str, signature: str,
@@ -76,14 +78,18 @@ def new_finding(out: Any, model: str, cid: str, phase: str, signature: str,
         "comparison": {k: v for k, v in cmp.items() if k not in ("flipped", "tied")} or None,
         "tie_flips": cmp.get("tie_flips", 0), "failure": out.failure, "slowdown": out.slowdown,
         "probe": out.probe, "phase": phase, "found_as": signature,
+        **({"model_spec": get_model(model).generated} if get_model(model).generated else {}),
     }
 
 
 def bucket_of(finding: dict[str, Any]) -> str:
     """Findings with the same culprit step, parameters and symptom share a bucket, across models
-    and campaigns; without a culprit, the signature alone."""
+    and campaigns; without a culprit, the signature alone. A generated model's finding also
+    keys on its trigger (its minimal model's layers): one converter can go wrong on several."""
     c = finding.get("culprit")
     key = [finding["symptom"], c["step"], c["params"]] if c else [finding["signature"]]
+    if finding.get("trigger") is not None:
+        key.append(finding["trigger"])
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 

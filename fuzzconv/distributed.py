@@ -35,6 +35,8 @@ from .pipeline import Pipeline
 from .registry import fresh_registry, plugin_files, sources_digest
 from .session import check_store
 from .workers import WorkerPool
+from .gen.catalog import SOURCES, family_of, remember
+from .gen.spec import GenSpec
 from .zoo import get_model
 
 #: Seconds to wait for every actor to start (imports, corpus check) before giving up.
@@ -148,34 +150,50 @@ class EvaluationWorker:
         if corpus.digest != setup.corpus_digest:
             raise UsageError(f"the images on Ray node {self.node} differ from the driver's "
                              f"(is {setup.images_dir or 'the default corpus'} the same there?)")
-        self.evaluator = Evaluator(self.ex, setup.model, corpus, Thresholds(**setup.thresholds),
-                                   probe_size=setup.probe, slowdown_vs=setup.slowdown_vs)
+        self.setup, self.corpus = setup, corpus
+        self.evaluators: dict[str, Evaluator] = {}
         # Every pipeline starts with a step of the source framework: start its worker now, so its
         # imports overlap the driver's reference run instead of delaying the first round.
-        self.pool.get(get_model(setup.model).family).start()
+        family = family_of(setup.model)
+        self.pool.get(SOURCES[family.split(":")[1]][1] if family is not None
+                      else get_model(setup.model).family).start()
+
+    def evaluator(self, model: str) -> Evaluator:
+        """The evaluator of a model (the hunt's, or one a generated family drew), made once."""
+        if model not in self.evaluators:
+            s = self.setup
+            self.evaluators[model] = Evaluator(self.ex, model, self.corpus,
+                                               Thresholds(**s.thresholds), probe_size=s.probe,
+                                               slowdown_vs=s.slowdown_vs)
+        return self.evaluators[model]
 
     def ready(self) -> str:
         """The node this worker runs on (called once, so start-up errors surface early)."""
         return self.node
 
-    def outcome(self, pipeline: dict[str, Any], deadline: float | None) -> dict[str, Any]:
+    def outcome(self, pipeline: dict[str, Any], deadline: float | None,
+                generated: dict[str, Any] | None = None) -> dict[str, Any]:
         """Evaluate and judge one pipeline.
 
         Args:
             pipeline: the pipeline JSON.
             deadline: the hunt's deadline as wall-clock ``time.time()`` seconds (monotonic clocks
                 differ between processes), or None.
+            generated: the spec of the pipeline's model when it is a generated one (the actor
+                has no store to resolve its name from).
 
         Returns:
             The :class:`Outcome` fields, plus the executor counters this evaluation moved
             (``fresh_evaluations``, ``cache_hits``), or ``{"budget_exhausted": True}`` when the
             deadline passed with a step in flight.
         """
+        if generated is not None:
+            remember(GenSpec.from_dict(generated, pipeline.get("model")))
         p = Pipeline.from_dict(pipeline, self.ex.registry)
         fresh0, hits0 = self.ex.fresh_evaluations, self.ex.cache.hits
         self.ex.deadline = None if deadline is None else time.monotonic() + (deadline - time.time())
         try:
-            out = self.evaluator.outcome(p)
+            out = self.evaluator(p.model).outcome(p)
         except BudgetExhausted:
             return {"budget_exhausted": True}
         finally:
@@ -316,7 +334,8 @@ class RayJudge:
             while todo and idle:
                 i, p = todo.pop()
                 a = idle.pop()
-                running[a.outcome.remote(p.to_dict(), deadline)] = (i, a)
+                running[a.outcome.remote(p.to_dict(), deadline,
+                                         get_model(p.model).generated)] = (i, a)
             done, _ = ray.wait(list(running), num_returns=1)
             for ref in done:
                 i, a = running.pop(ref)

@@ -37,18 +37,17 @@ from .campaign import HuntConfig, HuntResult, bucket_of, new_finding
 from .errors import UsageError
 from .evaluator import Evaluator, Outcome
 from .executor import BudgetExhausted, Executor
-from .mutate import Mutator
+from .gen.catalog import family_of
+from .gen.hunt import GeneratedSubject
 from .oracle import Thresholds
 from .pipeline import Pipeline
-from .plan import CacheView, Candidate, Planner, mask, planner_from_store
+from .plan import Candidate, mask
 from .shrink import finish, minimize, signature_of
 from .store import Store
-from .strategies import Space
+from .subjects import ModelContext, ZooSubject
 from .versions import stack_versions
 
 PHASES = ("replay", "coverage", "mutate")
-#: Mutants drawn per pick in the mutation phase; the best by expected findings per second runs.
-MUTANTS_PER_PICK = 6
 #: The last share of a hunt's budget goes to finishing its findings (see :meth:`Hunt._finish`).
 FINISH_SHARE = 0.25
 
@@ -57,12 +56,12 @@ Listener = Callable[[str, dict[str, Any]], None]
 
 
 class Hunt:
-    """One campaign over one model.
+    """One campaign over one model, or over the models a generated family draws.
 
     Args:
         executor: evaluates pipelines.
         store: where campaigns, evaluations and findings go.
-        config: the hunt's settings.
+        config: the hunt's settings (``model`` a zoo model, or ``gen:keras`` / ``gen:torch``).
         corpus: the images.
         listener: called with (event, info) for progress displays.
         outcomes_many: judges a round of pipelines at once (e.g. on Ray).
@@ -83,18 +82,17 @@ class Hunt:
         self.parallel = max(1, parallel)
         self.pending: set[str] = set()
         self.thresholds = Thresholds(**config.thresholds)
-        self.space = Space(executor.registry, config.model, config.device, config.max_chain,
-                           config.max_optional, config.focus)
         self.rng = random.Random(config.seed)
-        self.mutator = Mutator(self.space, self.rng)
         self.outcomes: dict[str, Outcome] = {}
         self.findings: dict[str, dict[str, Any]] = {}  # signature -> finding
-        self.aliases: dict[str, str] = {}  # provisional signature -> signature after shrinking
+        # provisional signature -> signatures after shrinking (a generated family's divergence
+        # of one pipeline can be several bugs, told apart by the layers that trigger them)
+        self.aliases: dict[str, list[str]] = {}
         # signatures found (or, on --resume, found again) so far in this run's sequence: their
         # culprits are masked from then on, exactly as in the run that first found them
         self.active: set[str] = set()
         self.stored: dict[str, dict[str, Any]] = {}
-        self.known_culprits: list[dict[str, Any]] = []  # of this model, from earlier campaigns
+        self.known_culprits: list[dict[str, Any]] = []  # from earlier campaigns
         self.unfinished: list[tuple[str, Any]] = []  # (signature, Finishing) of minimized findings
         self.cid = ""
         self.evals = 0
@@ -102,15 +100,14 @@ class Hunt:
         self.fresh = 0
         self.probe_only = 0
         self.escalated = 0
-        self.masked = 0
+        self.masked_count = 0
         self.covered = 0
         self.deadline: float | None = None
-        self.mutating = False  # coverage is done
-        self.evaluator = Evaluator(executor, config.model, corpus, self.thresholds,
-                                   probe_size=config.probe, slowdown_vs=config.slowdown_vs)
-        self.planner: Planner | None = None
-        self.view: CacheView | None = None
-        self._coverage: list[Candidate] = []
+        self.evaluators: dict[str, Evaluator] = {}
+        self.contexts: dict[str, ModelContext] = {}
+        self.subject: ZooSubject | GeneratedSubject = (
+            GeneratedSubject(self) if family_of(config.model) == config.model else ZooSubject(self))
+        self.coverage_done = False  # findings are finished from then on
 
     # -- the campaign ------------------------------------------------------------------------
     def run(self, resume: str | None = None) -> HuntResult:
@@ -123,7 +120,7 @@ class Hunt:
             self.stored = {e["pipeline_hash"]: e for e in self.store.evaluations(resume)}
             for f in self.store.findings(campaign=resume):
                 self.findings[f["signature"]] = f
-                self.aliases[f.get("found_as", f["signature"])] = f["signature"]
+                self._alias(f.get("found_as", f["signature"]), f["signature"])
         else:
             self.cid = self.store.new_campaign(self.config.model, self.config.seed,
                                                self.config.to_dict(), stack_versions())
@@ -131,12 +128,9 @@ class Hunt:
         stopped = "exhausted"
         replayed: dict[str, str] = {}
         try:
-            self.listener("stage", {"what": f"reference run of {self.config.model}"})
-            self.evaluator.reference  # noqa: B018 - fail early, before any search
-            self.planner = self.make_planner(self.store.campaign(self.cid)["started"])
-            self._plan_coverage(resume is not None)
+            self.subject.start(resume is not None)
             replayed = self._replay()
-            candidates = self._candidates()
+            candidates = self.subject.candidates()
             while True:
                 if self.config.max_evals is not None and self.evals >= self.config.max_evals:
                     stopped = "max_evals"
@@ -165,48 +159,33 @@ class Hunt:
             self.store.set_campaign_status(self.cid, "interrupted" if stopped == "interrupted" else "done")
         return HuntResult(self.cid, self.evals, list(self.findings.values()),
                           time.monotonic() - t0, stopped, self.cache_hits, self.fresh, replayed,
-                          self.probe_only, self.escalated, self.masked, self.covered,
-                          len(self._coverage))
+                          self.probe_only, self.escalated, self.masked_count, self.covered,
+                          self.subject.planned, self.subject.limitations())
 
-    def make_planner(self, before: float | None = None) -> Planner:
-        """The planner with what the store knew ``before`` a time (the campaign's start)."""
-        first = min(self.config.probe, len(self.corpus)) or len(self.corpus)
-        planner, self.known_culprits = planner_from_store(self.store, self.space, first, before)
-        return planner
+    def evaluator_for(self, model: str) -> Evaluator:
+        """The evaluator of one model (its reference and probe set), made once."""
+        if model not in self.evaluators:
+            cfg = self.config
+            self.evaluators[model] = Evaluator(self.ex, model, self.corpus, self.thresholds,
+                                               probe_size=cfg.probe, slowdown_vs=cfg.slowdown_vs)
+        return self.evaluators[model]
 
-    def _first_images(self) -> Any:
-        """The images a pipeline is first judged on: the probe set, once the reference is known
-        (before, for ``--plan``, the first images stand in for it)."""
-        if self.evaluator._ref is not None:  # noqa: SLF001 - planning must not run the reference
-            return self.evaluator.probe_corpus
-        n = min(self.config.probe, len(self.corpus)) or len(self.corpus)
-        return self.corpus.subset(list(range(n)))
-
-    def _plan_coverage(self, resume: bool) -> None:
-        """The coverage candidates, and the cache as the planner sees it: what was cached when
-        the campaign started (recorded, so ``--resume`` takes the same decisions)."""
-        assert self.planner is not None
-        ref = self.ex.reference_pipeline(self.config.model).hash
-        self._coverage = self.planner.coverage(exclude={ref})
-        self.view = CacheView.at_start(self.ex, self.store, self.cid, resume, self._first_images(),
-                                       [c.pipeline for c in self._coverage])
-        self.planner.cached_steps = self.view.cached_steps
-        self.planner.output_cached = self.view.output_cached
+    @property
+    def evaluator(self) -> Evaluator:
+        """The evaluator of the hunt's zoo model."""
+        return self.evaluator_for(self.config.model)
 
     def coverage_plan(self) -> list[Candidate]:
         """The coverage candidates in the order the hunt would take them now (nothing is run;
         costs from the store and the cache)."""
-        if self.planner is None:
-            self.planner = self.make_planner()
-            self._plan_coverage(False)
-        assert self.planner is not None
-        return self.planner.rank(list(self._coverage))
+        return self.subject.coverage_plan()
 
     # -- replay ------------------------------------------------------------------------------
     def _replay(self) -> dict[str, str]:
-        """Re-check the model's known findings from earlier campaigns."""
+        """Re-check the known findings of the model (of the family, for generated models) from
+        earlier campaigns."""
         result = {}
-        for f in self.store.findings(model=self.config.model):
+        for f in self.subject.replay_findings():
             if f.get("campaign") == self.cid or f.get("status") == "fixed":
                 continue
             try:
@@ -247,69 +226,31 @@ class Hunt:
                 break
         return batch
 
-    def _taken(self, p: Pipeline) -> bool:
+    def taken(self, p: Pipeline) -> bool:
+        """Whether ``p`` was judged already, is in this round, or is its model's reference."""
         return (p.hash in self.outcomes or p.hash in self.pending
-                or p.hash == self.ex.reference_pipeline(self.config.model).hash)
+                or p.hash == self.ex.reference_pipeline(p.model).hash)
 
     def _culprits(self) -> list[dict[str, Any]]:
         return self.known_culprits + [f["culprit"] for sig, f in self.findings.items()
                                       if sig in self.active and f.get("culprit")]
 
-    def _masked(self, cand: Candidate) -> Candidate | None:
+    def masked(self, cand: Candidate) -> Candidate | None:
         """``cand`` with known culprits reset; None when that was judged already."""
-        p, reset = mask(self.space, cand.pipeline, self._culprits())
+        p, reset = mask(self.subject.space_of(cand.pipeline.model), cand.pipeline,
+                        self._culprits())
         if not reset:
             return cand
-        if p is None or self._taken(p):
+        if p is None or self.taken(p):
             return None
-        self.masked += 1
+        self.masked_count += 1
         return Candidate(p, cand.phase, cand.base, cand.atom, cand.risk, cand.why,
                          cand.estimate, reset)
 
-    def _seconds_left(self) -> float | None:
+    def seconds_left(self) -> float | None:
         if self.config.max_evals is not None or self.deadline is None:
             return None
         return self.deadline - time.monotonic()
-
-    def _candidates(self) -> Iterator[Candidate]:
-        assert self.planner is not None
-        self.listener("plan", {"coverage": len(self._coverage)})
-        pool = list(self._coverage)
-        while pool:
-            ranked = self.planner.rank(pool, self._seconds_left())
-            if not ranked:
-                break  # what is left cannot finish in the time left
-            best = ranked[0]
-            pool.remove(best)
-            cand = self._masked(best)
-            if cand is None or self._taken(cand.pipeline):
-                continue
-            yield cand
-        self.mutating = True
-        while True:
-            cand = self._mutant()
-            if cand is None:
-                return
-            yield cand
-
-    def _mutant(self) -> Candidate | None:
-        """The best of a few mutants, by expected findings per second."""
-        assert self.planner is not None
-        pop = sorted(self.outcomes.values(), key=lambda o: o.pipeline.hash)
-        drawn: list[Candidate] = []
-        for _ in range(MUTANTS_PER_PICK * 10):  # masking a known bug may lead back to a judged one
-            p = self.mutator.draw(pop, lambda q: self._taken(q) or any(
-                c.pipeline.hash == q.hash for c in drawn))
-            if p is None:
-                break
-            risk, why = self.planner.pipeline_risk(p)
-            cand = self._masked(Candidate(p, "mutate", risk=risk, why=why))
-            if cand is not None and all(c.pipeline.hash != cand.pipeline.hash for c in drawn):
-                drawn.append(cand)
-                if len(drawn) >= MUTANTS_PER_PICK:
-                    break
-        ranked = self.planner.rank(drawn, self._seconds_left())
-        return ranked[0] if ranked else None
 
     # -- evaluation --------------------------------------------------------------------------
     def _outcome(self, p: Pipeline) -> Outcome:
@@ -321,7 +262,7 @@ class Hunt:
                                         "timings": stored["timings"], "fresh": 0,
                                         "cached": stored["cached"] + stored["fresh"]})
             return out
-        return self.evaluator.outcome(p)
+        return self.evaluator_for(p.model).outcome(p)
 
     def _outcomes(self, batch: list[Candidate]) -> list[Outcome]:
         """Judge a round: stored outcomes (resume) are reused, the rest evaluated — in parallel
@@ -330,7 +271,7 @@ class Hunt:
             self.listener("eval", {"pipeline": c.pipeline.brief(self.ex.registry), "phase": c.phase,
                                    "expected": c.estimate.seconds if c.estimate else None,
                                    "why": c.reason(), "covered": self.covered,
-                                   "coverage": len(self._coverage)})
+                                   "coverage": self.subject.planned})
         pipelines = [c.pipeline for c in batch]
         if self.outcomes_many is None or len(pipelines) == 1:
             return [self._outcome(p) for p in pipelines]
@@ -342,8 +283,9 @@ class Hunt:
         p = cand.pipeline
         self.outcomes[p.hash] = out
         stage = (out.failure or {}).get("stage", "")
-        assert self.view is not None
-        self.view.note(p, int(stage.split()[1]) if stage.startswith("step ") else None)
+        ctx = self.contexts.get(p.model)
+        if ctx is not None:
+            ctx.note(p, int(stage.split()[1]) if stage.startswith("step ") else None)
         self.evals += 1
         self.covered += cand.phase == "coverage"
         self.cache_hits += out.cached
@@ -356,9 +298,10 @@ class Hunt:
             self.store.add_evaluation(self.cid, cand.phase, p.to_dict(), p.hash, out.symptom,
                                       stored, out.timings, out.fresh, out.cached)
             if out.measured:
-                self.store.add_costs(self.config.model, self.cid, out.measured)
+                self.store.add_costs(p.model, self.cid, out.measured)
+        self.subject.note(cand, out)
         new = None
-        if out.symptom:
+        if out.symptom and self.subject.limitation(out) is None:
             new = self._record_finding(cand, out)
         else:
             new = self._revisit_slowdowns(out)
@@ -366,17 +309,19 @@ class Hunt:
                                     "verdict": out.verdict(), "stage": out.stage,
                                     "evaluations": self.evals, "findings": len(self.findings),
                                     "cache_hits": self.cache_hits, "fresh": self.fresh,
-                                    "covered": self.covered, "coverage": len(self._coverage),
+                                    "covered": self.covered, "coverage": self.subject.planned,
                                     "new_finding": new})
 
     def _revisit_slowdowns(self, base: Outcome) -> str | None:
         """A pipeline judged before its unoptimised base could not be timed against it: now that
         the base is in, check the ones whose base this is."""
         new = None
+        evaluator = self.evaluator_for(base.pipeline.model)
         for o in list(self.outcomes.values()):
             if (o.symptom is None and o.comparison is not None and o.slowdown is None
-                    and self.evaluator.slowdown_base(o.pipeline) == base.pipeline):
-                self.evaluator.check_slowdown(o, eager=False)
+                    and o.pipeline.model == base.pipeline.model
+                    and evaluator.slowdown_base(o.pipeline) == base.pipeline):
+                evaluator.check_slowdown(o, eager=False)
                 if o.symptom == "slowdown":
                     new = self._record_finding(Candidate(o.pipeline, "coverage"), o) or new
         return new
@@ -391,7 +336,7 @@ class Hunt:
         if cand.base is None or cand.atom is None or out.symptom == "slowdown":
             return None, None
         base = self.outcomes.get(cand.base.hash)
-        if base is None and not self._taken(cand.base):
+        if base is None and not self.taken(cand.base):
             # a variant judged before its base: judge the base now, to know the variant's culprit
             base = self._outcome(cand.base)
             self._record(Candidate(cand.base, "coverage", why="base of a diverging variant"), base)
@@ -399,8 +344,18 @@ class Hunt:
             return None, None
         return cand.proven_culprit(self.ex.registry)
 
-    def _known(self, signature: str) -> dict[str, Any] | None:
-        return self.findings.get(self.aliases.get(signature, signature))
+    def _alias(self, provisional: str, signature: str) -> None:
+        names = self.aliases.setdefault(provisional, [])
+        if signature not in names:
+            names.append(signature)
+
+    def _known(self, signature: str, model: str) -> dict[str, Any] | None:
+        """The finding a divergence of ``model`` with this signature is known as, if any."""
+        for sig in self.aliases.get(signature, [signature]):
+            f = self.findings.get(sig)
+            if f is not None and self.subject.same_bug(f, model):
+                return f
+        return None
 
     def _count_hit(self, f: dict[str, Any], p: Pipeline) -> None:
         """Another pipeline showed finding ``f`` (a stored evaluation replayed by ``--resume``
@@ -417,7 +372,8 @@ class Hunt:
     def _record_finding(self, cand: Candidate, out: Outcome) -> str | None:
         culprit, hint = self._attribute(cand, out)
         provisional = signature_of(out, culprit)
-        known = self._known(provisional)
+        model = out.pipeline.model
+        known = self._known(provisional, model)
         if known is not None:
             self._count_hit(known, out.pipeline)
             return None
@@ -426,23 +382,23 @@ class Hunt:
         if culprit is None:
             for f in self.findings.values():
                 c = f.get("culprit")
-                if c and f["symptom"] == out.symptom and any(
+                if c and f["symptom"] == out.symptom and self.subject.same_bug(f, model) and any(
                         s.name == c["step"] and s.params == c["params"]
                         for s in (*out.pipeline.steps, out.pipeline.runtime)):
                     self._count_hit(f, out.pipeline)
                     return None
         finding = new_finding(
-            out, self.config.model, self.cid, cand.phase, provisional, culprit, hint,
+            out, model, self.cid, cand.phase, provisional, culprit, hint,
             list(self.corpus.names), len(self.corpus),
             {"hunt": self.evals, "shrink": 0, "cache_hits": self.cache_hits})
         if self.config.shrink:
             self.listener("stage", {"what": f"shrinking {out.pipeline.brief(self.ex.registry)}"})
             try:
-                extra = minimize(self.evaluator, out.pipeline,
+                extra = minimize(self.evaluator_for(model), out.pipeline,
                                  lambda what: self.listener("stage", {"what": what}),
                                  localize=self.config.localize, judge_many=self.outcomes_many,
                                  parallel=self.parallel, target=out, known_culprit=culprit,
-                                 finish_now=False)
+                                 finish_now=False, evaluator_for=self.evaluator_for)
             except BudgetExhausted:
                 self._store_new(finding)  # kept unshrunk; `fuzzconv shrink ID` can finish it
                 raise
@@ -455,12 +411,12 @@ class Hunt:
             finding["evaluations"]["cache_hits"] += extra["shrink_cache_hits"]
             if finding["fix_hint"] is None:
                 finding["fix_hint"] = hint
-            known = self._known(finding["signature"])
+            known = self._known(finding["signature"], model)
             if known is not None:
-                self.aliases[provisional] = known["signature"]
+                self._alias(provisional, known["signature"])
                 self._count_hit(known, out.pipeline)
                 return None
-            self.aliases[provisional] = finding["signature"]
+            self._alias(provisional, finding["signature"])
             # Stored minimized now; its reduced model and cold re-runs wait (see _finish).
             self.unfinished.append((finding["signature"], finishing))
         return self._store_new(finding)
@@ -477,15 +433,15 @@ class Hunt:
         sig, finishing = self.unfinished[0]
         f = self.findings[sig]
         self.listener("stage", {"what": f"finishing {f['id']}: reduced model, cold re-runs"})
-        f.update(finish(self.evaluator, finishing, f["shrink"],
+        f.update(finish(self.evaluator_for(finishing.minimal.model), finishing, f["shrink"],
                         lambda what: self.listener("stage", {"what": f"{f['id']}: {what}"})))
         self.unfinished.pop(0)
         self.store.upsert_finding(f, self.cid, f["bucket"])
 
     def _finishing_time(self) -> bool:
-        left = self._seconds_left()
+        left = self.seconds_left()
         # a focused hunt is about one step: its findings are what it is for, finish them now
-        return bool(self.unfinished) and (self.mutating or self.config.focus is not None or (
+        return bool(self.unfinished) and (self.coverage_done or self.config.focus is not None or (
             left is not None and left < FINISH_SHARE * self.config.budget_s))
 
     def _store_new(self, finding: dict[str, Any]) -> str:
@@ -494,5 +450,6 @@ class Hunt:
         finding["bucket"] = bucket_of(finding)
         self.findings[sig] = finding
         self.active.add(sig)
+        self.subject.keep_models(finding)
         self.store.upsert_finding(finding, self.cid, finding["bucket"])
         return finding["id"]

@@ -164,6 +164,11 @@ class Evaluator:
         self._probe: list[int] | None = None
 
     @property
+    def has_reference(self) -> bool:
+        """Whether the reference has been run already (planning must not run it)."""
+        return self._ref is not None
+
+    @property
     def reference(self) -> Evaluation:
         if self._ref is None:
             self._ref = self.ex.reference(self.model, self.corpus)

@@ -196,15 +196,19 @@ class Executor:
                 str(calibration) if calibration else None), timeout=max(self.timeouts["*"], 1800.0))
         except WorkerFailure as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            if exc.error_class in ("UsageError", "WeightsNotFound", "MissingExtra"):
+            if exc.error_class in ("UsageError", "WeightsNotFound", "MissingExtra", "SpecError",
+                                   "DegenerateModel"):
                 raise UsageError(exc.message) from None
             raise UsageError(f"building {spec.name} failed: {exc}") from None
         final = self.source_cache.commit("artifacts", key, tmp, {"model": spec.name,
                                                                  "seconds": built.seconds,
                                                                  **built.info})
         # Calibration runs a training-mode pass whose memory the framework keeps for good (10 GB
-        # for resnet101v2's TF worker); a fresh worker for what follows gives it back.
-        self.pool.get(spec.family).close()
+        # for resnet101v2's TF worker); a fresh worker for what follows gives it back. A
+        # generated model keeps kilobytes, and a generated hunt builds one every few seconds:
+        # restarting its worker each time would cost more than all its evaluations.
+        if spec.generated is None:
+            self.pool.get(spec.family).close()
         return final / ARTIFACT_FILE[spec.source]
 
     # -- artifacts of a chain ----------------------------------------------------------------

@@ -19,6 +19,7 @@ from .campaign import HuntConfig, HuntResult, parse_budget
 from .engine import Hunt
 from .plan import Candidate
 from .errors import UsageError
+from .gen.catalog import FAMILIES
 from .session import open_session
 from .store import Store
 from .zoo import get_model
@@ -202,7 +203,8 @@ def run_hunt(*, model: str | None, budget: str, max_evals: int | None, seed: int
                 cfg = HuntConfig(**{**camp["config"], "budget_s": budget_s,
                                     "max_evals": max_evals})
             else:
-                get_model(model)  # type: ignore[arg-type]
+                if model not in FAMILIES:
+                    get_model(model)  # type: ignore[arg-type]
                 cfg = HuntConfig(model=model, seed=seed, budget_s=budget_s,  # type: ignore[arg-type]
                                  max_evals=max_evals, focus=focus, device=device,
                                  max_chain=max_chain, images=limit, thresholds=thresholds,

@@ -10,14 +10,16 @@ from __future__ import annotations
 import os
 import shutil
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .campaign import HuntConfig
 from .errors import UsageError
 from .executor import Executor
+from .gen import catalog
 from .registry import fresh_registry
-from .store import Store
+from .store import Store, stored_spec
 from .workers import WorkerPool
 
 MIN_FREE_BYTES = 256 * 1024**2
@@ -61,6 +63,8 @@ def open_session(store: Path, plugins: list[Path] | tuple[Path, ...] = (),
                  batch_size: int = 8) -> Iterator[Executor]:
     """Yield an :class:`Executor` over ``store``; workers are closed on the way out."""
     store = check_store(store)
+    # generated models named in this store resolve from it (read only)
+    catalog.attach(str(store.resolve()), partial(stored_spec, store.resolve()))
     plugin_files = tuple(str(Path(p).resolve()) for p in plugins)
     registry = fresh_registry(plugin_files)
     pool = WorkerPool(store / "logs", plugin_files)

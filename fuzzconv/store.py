@@ -83,6 +83,12 @@ CREATE TABLE IF NOT EXISTS costs (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS costs_created ON costs(created);
+-- generated models (fuzzconv.gen): the spec each name stands for, to rebuild it anywhere
+CREATE TABLE IF NOT EXISTS generated_models (
+    name TEXT PRIMARY KEY,           -- gen:<framework>:<digest of the spec>
+    spec TEXT NOT NULL,              -- its canonical JSON
+    created REAL NOT NULL
+);
 -- `reports` groups findings by bucket from this index alone, never reading the JSON documents
 CREATE INDEX IF NOT EXISTS findings_triage ON findings(bucket, status, flip_rate, first_seen,
                                                        last_seen, model, symptom, campaign);
@@ -326,13 +332,17 @@ class Store:
         return f
 
     def findings(self, model: str | None = None, campaign: str | None = None,
-                 symptom: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+                 symptom: str | None = None, status: str | None = None,
+                 model_prefix: str | None = None) -> list[dict[str, Any]]:
         q, args = "SELECT data, first_seen, last_seen, status, bucket FROM findings WHERE 1=1", []
         for col, val in (("model", model), ("campaign", campaign), ("symptom", symptom),
                          ("status", status)):
             if val is not None:
                 q += f" AND {col} = ?"
                 args.append(val)
+        if model_prefix is not None:  # a range of the index: the models of a generated family
+            q += " AND model >= ? AND model < ?"
+            args += [model_prefix, model_prefix + "\U0010ffff"]
         out = []
         for r in self.db.execute(q + " ORDER BY first_seen", args):
             f = json.loads(r[0])
@@ -419,5 +429,34 @@ class Store:
         for (text,) in self.db.execute(q, [*page_args, *args]):
             yield text
 
+    # -- generated models --------------------------------------------------------------------
+    def add_generated(self, name: str, spec_json: str) -> None:
+        """Keep the spec of a generated model (its name is its digest: written once)."""
+        self.db.execute("INSERT OR IGNORE INTO generated_models (name, spec, created)"
+                        " VALUES (?, ?, ?)", (name, spec_json, time.time()))
+
     def integrity_ok(self) -> bool:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def stored_spec(directory: Path, name: str) -> dict[str, Any] | None:
+    """The stored spec of a generated model, read without writing anything (a store that has
+    no such table, or is not there, holds none)."""
+    path = Path(directory) / "fuzzconv.sqlite"
+    if not path.is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            row = db.execute("SELECT spec FROM generated_models WHERE name = ?", (name,)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError:
+        return None
+    if row is None:
+        return None
+    try:
+        spec = json.loads(row[0])
+    except ValueError:
+        spec = row[0]  # not JSON: the vocabulary check says so, naming the model
+    return spec if isinstance(spec, dict) else {"invalid": spec}

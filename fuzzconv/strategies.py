@@ -5,7 +5,8 @@ format that has a runtime (up to a length limit), the optional same-format steps
 rewrites, plugin transforms) that can sit at each point, and the runtimes. Drawing a pipeline is
 written once, against a ``choose(options)`` callable, and driven two ways:
 
-* by Hypothesis (:func:`pipelines`, :func:`chains`, :func:`step_params`, :func:`pass_sequences`),
+* by Hypothesis (:func:`pipelines`, :func:`chains`, :func:`step_params`, :func:`pass_sequences`,
+  and :func:`models` for generated models),
   so users can reuse the strategies in their own property tests, with Hypothesis's shrinking;
 * by a seeded :class:`random.Random` in the hunt, so the same seed gives the same pipelines.
 
@@ -21,6 +22,10 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from hypothesis import strategies as st
 
+from .errors import UsageError
+from .gen.carriers import carries
+from .gen.draw import draw_spec
+from .gen.spec import MAX_LAYERS, GenSpec
 from .pipeline import Pipeline, Step
 from .registry import Operation, Registry, default_registry
 from .zoo import get_model
@@ -48,6 +53,9 @@ class Space:
         max_chain: the most conversion steps in a chain. Defaults to 3.
         max_optional: the most optional steps a drawn pipeline holds. Defaults to 3.
         focus: a step or runtime every pipeline must contain. Defaults to None.
+
+    A generated model's space leaves out what cannot carry it (:mod:`fuzzconv.gen.carriers`):
+    the chains, optional steps and runtimes a limit of one of its layers names.
     """
 
     def __init__(self, registry: Registry, model: str, device: str = "cpu", max_chain: int = 3,
@@ -57,18 +65,24 @@ class Space:
         self.device = device
         self.max_chain = max_chain
         self.max_optional = max_optional
-        self.source = get_model(model).source
+        spec = get_model(model)
+        self.source = spec.source
+        self.generated = GenSpec.from_dict(spec.generated, model) if spec.generated else None
         self.focus = registry.get(focus) if focus else None
         self.chains = self._chains()
         if not self.chains:
             raise_focus = f" containing {focus}" if focus else ""
-            from .errors import UsageError
-
             raise UsageError(f"no pipeline{raise_focus} is reachable from {model} on {device}")
+
+    def cannot_carry(self, elements: Sequence[Any]) -> str | None:
+        """Why a pipeline holding these steps and runtime (names, or steps with their
+        parameters) cannot carry the model (a known limitation of a generated model's layer),
+        or None."""
+        return carries(self.generated, elements)
 
     # -- the graph ---------------------------------------------------------------------------
     def _usable(self, op: Operation) -> bool:
-        return self.device in op.devices
+        return self.device in op.devices and self.cannot_carry([op.name]) is None
 
     def conversions_from(self, fmt: str) -> list[Operation]:
         return [o for o in self.registry.steps_from(fmt) if not o.optional and self._usable(o)]
@@ -84,6 +98,8 @@ class Space:
         found: list[tuple[Operation, ...]] = []
 
         def walk(fmt: str, chain: tuple[Operation, ...], seen: frozenset[str]) -> None:
+            if self.cannot_carry([o.name for o in chain]) is not None:
+                return
             if self.runtimes(fmt):
                 found.append(chain)
             if len(chain) == self.max_chain:
@@ -112,6 +128,11 @@ class Space:
 
     # -- building pipelines ------------------------------------------------------------------
     def make(self, steps: list[Step], runtime: Step) -> Pipeline:
+        """A pipeline of this space (UsageError for a chain that does not fit, or that cannot
+        carry the model)."""
+        why = self.cannot_carry([*steps, runtime])
+        if why is not None:
+            raise UsageError(why)
         return Pipeline.make(self.registry, self.model, steps, runtime, self.device,
                              source_format=self.source)
 
@@ -127,7 +148,10 @@ class Space:
                 if self.focus is not None and self.focus.kind == "runtime" and rt != self.focus:
                     continue
                 steps = [self.default_step(o) for o in chain]
-                p = self.make(steps, self.default_step(rt))
+                try:
+                    p = self.make(steps, self.default_step(rt))
+                except UsageError:
+                    continue
                 out.append(self.with_focus(p) if self.focus is not None else p)
         return out
 
@@ -193,7 +217,13 @@ class Space:
         rts = self.runtimes(fmts[-1])
         if self.focus is not None and self.focus.kind == "runtime":
             rts = [self.focus]
-        p = self.make(steps, self.draw_params(choose(rts), choose))
+        elements = [*steps, self.draw_params(choose(rts), choose)]
+        # a setting a limitation names (the keras runtime under XLA, say) goes back to default
+        for i, el in enumerate(elements):
+            if self.cannot_carry(elements) is None:
+                break
+            elements[i] = self.default_step(self.registry.get(el.name))
+        p = self.make(elements[:-1], elements[-1])
         return self.with_focus(p)
 
     @staticmethod
@@ -238,6 +268,21 @@ def step_params(step: str, registry: Registry | None = None) -> st.SearchStrateg
     op = (registry or default_registry()).get(step)
     return st.fixed_dictionaries({k: st.sampled_from(op.choices.get(k, [d]))
                                   for k, d in sorted(op.defaults.items())}).map(op.canonical_params)
+
+
+def models(framework: str = "keras", max_layers: int | None = None
+           ) -> st.SearchStrategy[GenSpec]:
+    """Generated image classifiers (:mod:`fuzzconv.gen`) of ``framework`` (``keras`` or
+    ``torch``): 16–64 px inputs, 1 to ``max_layers`` layers of the vocabulary, a classifier
+    head; every drawn spec is valid. Shrinks towards one plain layer on the smallest input.
+    ``GenSpec.name`` is the model's name (``fuzzconv.gen.catalog.remember`` makes it
+    resolvable)."""
+    @st.composite
+    def _draw(draw: Any) -> GenSpec:
+        return draw_spec(framework, lambda opts: draw(st.sampled_from(list(opts))),
+                         max_layers or MAX_LAYERS)
+
+    return _draw()
 
 
 def pass_sequences(registry: Registry | None = None, *, max_passes: int = 4,

@@ -47,7 +47,6 @@ import os
 import platform
 import re
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,6 +54,7 @@ import numpy as np
 
 from .cache import cache_home
 from .campaign import parse_budget
+from .formats.relax import tvm_version
 
 #: The batch every tuned library is compiled for.
 TUNED_BATCH = 1
@@ -74,13 +74,6 @@ INDEX_FILE = "index.json"
 
 
 # -- where the database lives --------------------------------------------------------------------
-def tvm_version() -> str:
-    try:
-        return version("apache-tvm")
-    except PackageNotFoundError:
-        return "none"
-
-
 def canonical_target(target: str | dict[str, Any]) -> dict[str, Any]:
     """A target spec as a dict with sorted keys: ``"llvm"`` and ``{"kind": "llvm"}`` are one."""
     spec = {"kind": target} if isinstance(target, str) else dict(target)

@@ -33,6 +33,15 @@ def needs(*families: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(bool(missing), reason="; ".join(missing))
 
 
+@pytest.fixture(autouse=True)
+def _no_generated_models_from_other_tests() -> None:
+    """A generated model resolves from the store a test made, not from a spec an earlier test
+    drew in this process."""
+    from fuzzconv.gen import catalog
+
+    catalog.forget()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     # Calibrated source models are cached per user; tests build their own so they cannot depend

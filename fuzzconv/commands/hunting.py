@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.text import Text
 
 from ..tables import Col, print_table
 from .base import (ImagesOpt, JsonOpt, PluginOpt, StoreOpt, WeightsOpt, WideOpt,
@@ -16,7 +17,7 @@ from .base import (ImagesOpt, JsonOpt, PluginOpt, StoreOpt, WeightsOpt, WideOpt,
 @app.command()
 def hunt(
     *,
-    model: Annotated[Optional[str], typer.Option("--model", help="Zoo model to hunt on.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Zoo model to hunt on, or gen:keras / gen:torch to draw models too.")] = None,
     budget: Annotated[str, typer.Option("--budget", help="Wall-clock budget: 90s, 15m, 1h.")] = "15m",
     max_evals: Annotated[Optional[int], typer.Option("--max-evals", help="Stop after N evaluations.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Search seed (same seed, same pipelines).")] = 0,
@@ -65,7 +66,8 @@ def hunt(
                      "findings": result.findings, "stopped": result.stopped,
                      "elapsed_s": round(result.elapsed, 1), "probe_only": result.probe_only,
                      "escalated": result.escalated, "masked": result.masked,
-                     "covered": result.covered, "coverage": result.coverage})
+                     "covered": result.covered, "coverage": result.coverage,
+                     "limitations": result.limitations})
         return
     _print_hunt(result, store, wide)
 
@@ -92,6 +94,10 @@ def _print_hunt(result: Any, store: Path, wide: bool) -> None:
               + (f"; {result.masked} judged with a known bug reset" if result.masked else ""))
     out.print(f"cache: {result.cache_hits} of {total} steps and runs served from the cache"
               + (f" ({result.cache_hits / total:.0%})" if total else ""))
+    if result.limitations:
+        out.print("known limitations, not judged (a path that cannot carry a layer):")
+        for line in result.limitations:
+            out.print(Text(f"  {line}"))
     where = "" if str(store) == "fuzzconv-out" else f" --store {store}"
     if result.findings:
         out.print(f"next: fuzzconv show {result.findings[0]['id']}{where} for one finding, "

@@ -22,17 +22,31 @@ def models(
     check: Annotated[bool, typer.Option("--check", help="Run each model on the corpus and report "
                                         "distinct labels and the median top-1/top-2 margin.")] = False,
     only: Annotated[Optional[str], typer.Option("--only", help="Comma-separated model names.")] = None,
+    vocabulary: Annotated[bool, typer.Option("--vocabulary", help="List the layers generated models are made of, their attributes and the paths that cannot carry them.")] = False,
     weights: WeightsOpt = "calibrated",
     images: ImagesOpt = None,
     store: StoreOpt = Path("fuzzconv-out"),
     wide: WideOpt = False,
 ) -> None:
-    """List the model zoo; with --check, run each model's reference and measure its predictions."""
+    """List the model zoo and the generated families; with --check, run each model's reference
+    and measure its predictions."""
+    from ..gen.catalog import FAMILIES, family_row
     from ..zoo import MODELS, get_model
     from ..zoo.weights import keras_weight_dirs, torch_weight_dirs
 
-    names = [n.strip() for n in only.split(",")] if only else list(MODELS)
-    specs = [get_model(n) for n in names]
+    if vocabulary:
+        _print_vocabulary(json_, wide)
+        return
+    names = [n.strip() for n in only.split(",")] if only else list(MODELS) + list(FAMILIES)
+    if any(n.startswith("gen:") and n not in FAMILIES for n in names):
+        from ..session import check_store
+        from ..store import stored_spec
+        from functools import partial
+        from ..gen import catalog
+
+        catalog.attach(str(Path(store).resolve()), partial(stored_spec, Path(store).resolve()))
+    families = [family_row(n) for n in names if n in FAMILIES]
+    specs = [get_model(n) for n in names if n not in FAMILIES]
     rows = []
     for s in specs:
         where = {"calibrated": "calibrated",
@@ -51,6 +65,7 @@ def models(
             results = check_models(specs, corpus, store=store, weights=weights, listener=status)
         for row, res in zip(rows, results):
             row.update(res)
+    rows += families
     if json_:
         print_json(rows)
         return
@@ -72,6 +87,45 @@ def _cell(v: Any) -> str:
     if isinstance(v, list):
         return "×".join(map(str, v))
     return str(v)
+
+
+def _print_vocabulary(json_: bool, wide: bool) -> None:
+    from ..gen.carriers import LIMITS
+    from ..gen.vocabulary import KINDS
+
+    rows = []
+    for k in KINDS.values():
+        attrs = {}
+        for a in k.attrs:
+            if a.ref:
+                attrs[a.name] = {"refers to": "an earlier tensor (the layer's own input first)"}
+                continue
+            attrs[a.name] = {"values": list(a.choices),
+                             **({"only": {fw: list(v) for fw, v in a.only.items()}} if a.only
+                                else {}),
+                             **({"when": {a.when[0]: list(a.when[1])}} if a.when else {})}
+        limits = [{"steps": list(lim.steps), "when": {k2: list(v) for k2, v in lim.when.items()},
+                   "frameworks": list(lim.frameworks), "reason": lim.reason}
+                  for lim in LIMITS if lim.kind == k.name]
+        rows.append({"kind": k.name, "doc": k.doc, "takes": k.takes, "attributes": attrs,
+                     "cannot_carry": limits})
+    if json_:
+        print_json(rows)
+        return
+    cells = []
+    for r in rows:
+        attrs = "; ".join(f"{n}: " + (", ".join(json.dumps(v) for v in a["values"])
+                                      if "values" in a else a["refers to"])
+                          for n, a in r["attributes"].items()) or "—"
+        limits = "; ".join(f"{' + '.join(lim['steps'])}"
+                           + (f" ({', '.join(f'{k}={v}' for k, v in lim['when'].items())})"
+                              if lim["when"] else "")
+                           + f" [{'/'.join(lim['frameworks'])}]" for lim in r["cannot_carry"])
+        cells.append([r["kind"], attrs, limits or "every path"])
+    print_table(out, [Col("kind", "name"), Col("attributes (plainest first)"),
+                      Col("cannot be carried by", drop=1)], cells,
+                title="generated models: the vocabulary (both frameworks) and its known "
+                      "limitations", wide=wide)
 
 
 # -- steps ----------------------------------------------------------------------------------------

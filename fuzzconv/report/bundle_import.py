@@ -62,6 +62,9 @@ from ..errors import UsageError
 REQUIRED = ("repro.py", "finding.json", "inputs.npy")
 #: The Python files of a bundle that are not plugin code.
 HARNESS = ("repro.py", "fuzzconv_plugins_shim.py")
+#: A generated model's source script: shipped to be read and run by hand, never run by
+#: ``repro.py`` (which imports nothing from ``model/``), so it is not plugin code.
+MODEL_SCRIPT = "model/model.py"
 #: File names that are pickles whatever they hold.
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth")
 #: Files Python imports as code.
@@ -326,7 +329,7 @@ def check_bundle(root: Path) -> _Checked:
 def _is_code(rel: str) -> bool:
     """Whether a bundle file is Python code that is not the bundle's own harness."""
     parts = rel.split("/")
-    if rel in HARNESS or "__pycache__" in parts[:-1]:
+    if rel in HARNESS or rel == MODEL_SCRIPT or "__pycache__" in parts[:-1]:
         return False
     if rel.endswith(".so") and parts[0] == "input":
         return False  # a compiled TVM library: the culprit's input artifact

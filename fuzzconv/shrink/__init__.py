@@ -11,10 +11,13 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..evaluator import Evaluator, Outcome
+from ..gen.carriers import carries
+from ..gen.spec import GenSpec
 from ..oracle import margins
 from ..pipeline import Pipeline, Step
 from ..zoo import get_model
 from .localize import Uncertain, find_culprit, fix_hint, minimal_inputs
+from .model import model_record, shrink_model
 from .nodes import first_divergent_node
 from .reduce import reduce_subgraph
 from .pipeline import Shrinker, simplicity
@@ -42,8 +45,13 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
              judge_many: Callable[[list[Pipeline]], list[Outcome]] | None = None,
              parallel: int = 1, target: Outcome | None = None,
              known_culprit: dict[str, Any] | None = None,
-             finish_now: bool = True) -> dict[str, Any]:
+             finish_now: bool = True,
+             evaluator_for: Callable[[str], Evaluator] | None = None) -> dict[str, Any]:
     """Shrink ``pipeline`` (which must diverge) and localize what it shows.
+
+    A generated model is shrunk too, once the pipeline is 1-minimal (:mod:`.model`); the
+    culprit, inputs and node are then localized on the minimal model, and the signature ends
+    with the minimal model's layers (``@resize(mode=bicubic)``), which tell its bugs apart.
 
     Args:
         target: ``pipeline``'s outcome when the caller has it (else it is judged).
@@ -52,6 +60,8 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
         finish_now: also reduce the model and re-run the minimal case cold here
             (:func:`finish`); a caller that wants the finding out sooner passes False, gets a
             ``finishing`` entry (a :class:`Finishing`) and calls :func:`finish` when it can.
+        evaluator_for: the evaluator of another model (a shrunk generated model), set up as
+            ``evaluator`` is; by default one is made per model.
 
     Returns the finding fields this adds: ``minimal_pipeline``, ``culprit`` (None with
     ``culprit_uncertain`` when the search could not tell), ``fix_hint``, ``failing_inputs``,
@@ -71,13 +81,31 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
     def judge(p: Pipeline) -> Outcome:
         return evaluator.outcome(p, eager_slowdown=slow)
 
+    generated = get_model(pipeline.model).generated
+    gen = GenSpec.from_dict(generated, pipeline.model) if generated else None
     say("shrinking")
     shrinker = Shrinker(reg, judge, source, judge_many=None if slow else judge_many,
-                        parallel=parallel)
+                        parallel=parallel, carries=lambda held: carries(gen, held) is None)
     shrinker.seed(pipeline, target)
     res = shrinker.shrink(pipeline)
-    out = res.outcome
-    elements = (*res.minimal.steps, res.minimal.runtime)
+    out, minimal, agreeing, one_min = res.outcome, res.minimal, res.agreeing_neighbours, \
+        res.one_minimal
+    model_shrink: dict[str, Any] = {}
+    extra_model: dict[str, Any] = {}
+    if gen is not None:
+        say("shrinking the model")
+        others = evaluator_for or _evaluators(evaluator)
+        ms = shrink_model(lambda q: others(q.model).outcome(q, eager_slowdown=slow), minimal,
+                          out, gen)
+        model_shrink = model_record(ms)
+        if ms.minimal != gen:
+            minimal, out, evaluator = ms.pipeline, ms.outcome, others(ms.pipeline.model)
+            # the pipeline is checked 1-minimal again, on the minimal model (judge now uses it)
+            one_min, agreeing = Shrinker(reg, judge, source).verify_one_minimal(minimal, out.key)
+        extra_model = {"minimal_model": minimal.model, "minimal_model_spec": ms.minimal.to_dict(),
+                       "minimal_model_layers": ms.minimal.label(),
+                       "trigger": ms.minimal.trigger()}
+    elements = (*minimal.steps, minimal.runtime)
     uncertain = None
     probes = 0
     if out.failure is not None:
@@ -96,7 +124,7 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
     else:
         say("bisecting for the culprit step")
         try:
-            c = find_culprit(reg, res.minimal, judge, source, target=out,
+            c = find_culprit(reg, minimal, judge, source, target=out,
                              retry=lambda q: evaluator.outcome(q, cold=True))
             culprit, step, probes, culprit_index = c.to_dict(), c.step, c.probes, c.index
         except Uncertain as exc:
@@ -105,7 +133,7 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
             step = next((s for s in elements if culprit and s.name == culprit["step"]),
                         elements[-1])
             culprit_index = elements.index(step) + 1
-    hint = fix_hint(reg, res.minimal, step, judge, res.agreeing_neighbours)
+    hint = fix_hint(reg, minimal, step, judge, agreeing)
 
     failing: list[str] = []
     flipping = 0
@@ -116,7 +144,7 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
         assert ref is not None
 
         def confirm(i: int) -> bool:
-            return evaluator.outcome_on(res.minimal, [i]).key == out.key
+            return evaluator.outcome_on(minimal, [i]).key == out.key
 
         failing, flipping = minimal_inputs(out, list(margins(ref)), names, confirm)
 
@@ -124,21 +152,22 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
     picked = [names.index(n) for n in failing if n in names][:4] or [0]
     if localize and not slow:
         say("localizing inside the model")
-        nodes = (first_divergent_node(ex, res.minimal, culprit_index,
+        nodes = (first_divergent_node(ex, minimal, culprit_index,
                                       evaluator.corpus.subset(picked), evaluator.thresholds)
                  if out.failure is None else
                  {"node": None, "reason": "the culprit failed: there are no outputs to compare"})
-    finishing = Finishing(res.minimal, out, culprit_index, picked, localize and not slow)
+    finishing = Finishing(minimal, out, culprit_index, picked, localize and not slow)
     later = {} if finish_now else {"finishing": finishing, "pending": finishing.pending()}
     fresh1, hits1 = _counts(ex)
     extra = {
-        "minimal_pipeline": res.minimal.to_dict(),
+        "minimal_pipeline": minimal.to_dict(),
         "culprit": culprit,
         "culprit_uncertain": uncertain,
         "fix_hint": hint,
         "failing_inputs": failing,
         "flipping_images": flipping,
-        "signature": signature_of(out, culprit),
+        "signature": signature_of(out, culprit) + (
+            f"@{extra_model['minimal_model_layers']}" if extra_model else ""),
         "flaky": False,
         "flaky_spread": None,
         "first_divergent_node": nodes.get("node"),
@@ -147,12 +176,13 @@ def minimize(evaluator: Evaluator, pipeline: Pipeline,
         "reduced_model": None,
         "reduced_model_reason": None,
         "slowdown": out.slowdown if slow else None,
-        "shrink": {"profile": res.profile, "one_minimal": res.one_minimal, "judged": res.judged,
+        "shrink": {"profile": res.profile, "one_minimal": one_min, "judged": res.judged,
                    "culprit_probes": probes, "node_probes": nodes.get("probes", 0),
                    "reduce_evaluations": 0, "steps_before": len(pipeline.steps),
-                   "steps_after": len(res.minimal.steps)},
+                   "steps_after": len(minimal.steps), **model_shrink},
         "shrink_fresh": fresh1 - fresh0,
         "shrink_cache_hits": hits1 - hits0,
+        **extra_model,
         **later,
     }
     if finish_now:
@@ -223,6 +253,19 @@ def flakiness(evaluator: Evaluator, minimal: Pipeline, out: Outcome,
     flaky = len(keys) > 1 or len(sets) > 1
     return flaky, {"symptoms": sorted(str(k[0]) for k in keys), "flip_rates": rates,
                    "flipped_sets": len(sets), "images": len(picked)}
+
+
+def _evaluators(first: Evaluator) -> Callable[[str], Evaluator]:
+    """Evaluators of other models, made once each, set up as ``first`` is."""
+    made = {first.model: first}
+
+    def get(model: str) -> Evaluator:
+        if model not in made:
+            made[model] = Evaluator(first.ex, model, first.corpus, first.thresholds,
+                                    probe_size=first.probe_size, slowdown_vs=first.slowdown_vs)
+        return made[model]
+
+    return get
 
 
 def _counts(ex: Any) -> tuple[int, int]:

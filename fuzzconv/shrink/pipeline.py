@@ -90,12 +90,15 @@ class Shrinker:
         judge: evaluates and judges a pipeline (through the cache).
         source_format: the model's source format.
         max_judged: give up after this many candidates. Defaults to 500.
+        carries: whether a pipeline holding these steps and runtime can carry the model (a
+            generated model's known limitations, :mod:`fuzzconv.gen.carriers`); a candidate
+            that cannot is never proposed. Defaults to every pipeline.
     """
 
     def __init__(self, registry: Registry, judge: Judge, source_format: str,
                  max_judged: int = 500,
                  judge_many: Callable[[list[Pipeline]], list[Outcome]] | None = None,
-                 parallel: int = 1):
+                 parallel: int = 1, carries: Callable[[list[Step]], bool] | None = None):
         self.reg = registry
         self.judge = judge
         # With parallel judging, a pass's candidates are judged in chunks and the first failing
@@ -103,6 +106,7 @@ class Shrinker:
         self.judge_many = judge_many
         self.parallel = max(1, parallel) if judge_many is not None else 1
         self.source = source_format
+        self.carries = carries or (lambda names: True)
         self.max_judged = max_judged
         self.stats: dict[str, PassStats] = {}
         self.judged = 0
@@ -136,6 +140,8 @@ class Shrinker:
 
     def _make(self, p: Pipeline, steps: list[Step], runtime: Step | None = None,
               device: str | None = None) -> Pipeline | None:
+        if not self.carries([*steps, runtime or p.runtime]):
+            return None
         try:
             return Pipeline.make(self.reg, p.model, steps, runtime or p.runtime,
                                  device or p.device, source_format=self.source)

@@ -8,10 +8,11 @@ the weights come from.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from ..errors import UsageError
+from ..gen import catalog
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class ModelSpec:
         paper: True for the four models of the 2022 study and their twins.
         params_m: weights, in millions (what converting and compiling scale with).
         gmacs: multiply-accumulates per image, in billions (what inference scales with).
+        generated: a generated model's spec (:mod:`fuzzconv.gen`), its canonical JSON as a dict;
+            None for the zoo's own models.
     """
 
     name: str
@@ -48,6 +51,7 @@ class ModelSpec:
     paper: bool = False
     params_m: float = 1.0
     gmacs: float = 0.1
+    generated: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def image_size(self) -> int:
@@ -108,11 +112,25 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+_GENERATED: dict[str, ModelSpec] = {}
+
+
 def get_model(name: str) -> ModelSpec:
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise UsageError(f"unknown model {name!r} (known: {', '.join(MODELS)})") from None
+    """The zoo model or generated model (``gen:keras:<id>``, ``gen:torch:<id>``) of a name.
+
+    Raises:
+        UsageError: an unknown name, or a generated model's stored spec that this version
+            cannot build (one line, naming the layer).
+    """
+    spec = MODELS.get(name)
+    if spec is not None:
+        return spec
+    if catalog.is_generated(name):
+        if name not in _GENERATED:  # names are digests of their specs: one name, one model
+            _GENERATED[name] = ModelSpec(**catalog.model_fields(catalog.lookup(name)))
+        return _GENERATED[name]
+    raise UsageError(f"unknown model {name!r} (known: {', '.join(MODELS)}; generated: "
+                     f"{', '.join(catalog.FAMILIES)})")
 
 
 def builder_of(model: dict[str, Any]) -> Callable[..., dict[str, Any]]:

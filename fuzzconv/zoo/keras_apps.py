@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from ..errors import UsageError
-from .weights import calibrated_classifier, find_imagenet_weights
+from ..gen.keras_source import render_keras
+from ..gen.spec import GenSpec
+from .weights import calibrated_classifier, check_spread, find_imagenet_weights
 
 if TYPE_CHECKING:
     import keras
@@ -38,7 +40,7 @@ def _seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def calibrate(model: "keras.Model", batch: np.ndarray, seed: int) -> None:
+def calibrate(model: "keras.Model", batch: np.ndarray, seed: int) -> np.ndarray:
     """Give a randomly initialised classifier data-dependent weights, in place.
 
     1. Every BatchNormalization layer's moving statistics become those of ``batch``: with
@@ -52,6 +54,9 @@ def calibrate(model: "keras.Model", batch: np.ndarray, seed: int) -> None:
         model: a functional model whose last layer is the Dense classifier.
         batch: the calibration inputs, float32, in the model's input shape.
         seed: seeds the classifier draw.
+
+    Returns:
+        The penultimate features the classifier was fitted to.
     """
     import keras
 
@@ -70,11 +75,14 @@ def calibrate(model: "keras.Model", batch: np.ndarray, seed: int) -> None:
     features = keras.Model(model.input, head.input)(batch, training=False)
     kernel, bias = calibrated_classifier(np.asarray(features), head.units, seed)
     head.set_weights([kernel, bias])
+    return np.asarray(features)
 
 
 def _build(spec: dict[str, Any], make: Callable[[], "keras.Model"], weights: str, seed: int,
-           dst: Path, calibration: str | None) -> dict[str, Any]:
-    """Build with ``make``, give it ``weights``, save to ``dst``; the info ``op_build`` returns."""
+           dst: Path, calibration: str | None,
+           check: Callable[[np.ndarray], None] | None = None) -> dict[str, Any]:
+    """Build with ``make``, give it ``weights``, save to ``dst``; the info ``op_build`` returns.
+    ``check`` is given the calibration features (and may refuse the model)."""
     _seed_everything(seed)
     model = make()
     info: dict[str, Any] = {"weights": weights}
@@ -86,7 +94,9 @@ def _build(spec: dict[str, Any], make: Callable[[], "keras.Model"], weights: str
         if batch.ndim != 4 or batch.shape[1:] != expected:
             raise UsageError(f"{spec['name']}: calibration batch has shape {batch.shape}, "
                              f"the model takes (N, {', '.join(map(str, expected))})")
-        calibrate(model, batch, seed)
+        features = calibrate(model, batch, seed)
+        if check is not None:
+            check(features)
         info["calibration_images"] = int(len(batch))
     else:
         path = find_imagenet_weights(spec, weights)
@@ -162,5 +172,29 @@ def tiny_keras(*, model: dict[str, Any], weights: str, seed: int, dst: Path,
                   weights, seed, dst, calibration)
 
 
+def generated_keras(spec: GenSpec) -> "keras.Model":
+    """A generated model's architecture: its Keras source (:func:`render_keras`), executed."""
+    namespace: dict[str, Any] = {}
+    exec(compile(render_keras(spec.annotated(), spec.name), f"<{spec.name}>", "exec"), namespace)
+    return namespace["build"]()
+
+
+def gen(*, model: dict[str, Any], weights: str, seed: int, dst: Path,
+        calibration: str | None) -> dict[str, Any]:
+    """Build a generated model (:mod:`fuzzconv.gen`) from the spec the model carries;
+    calibrated weights only, as it has no real ones."""
+    if weights != "calibrated":
+        raise UsageError(f"{model['name']} is generated: it has calibrated weights only")
+    import keras
+
+    spec = GenSpec.from_dict(model["generated"], model["name"])
+    # Cleared before seeding: the names Keras gives the model's operations then do not depend
+    # on what the worker built before, so a spec always gives the same model file.
+    keras.backend.clear_session()
+    return _build(model, lambda: generated_keras(spec), weights, seed, dst, calibration,
+                  check=lambda features: check_spread(features, spec.name))
+
+
 #: The builders :class:`fuzzconv.zoo.ModelSpec` names (``builder``), for the ``tf`` worker.
-BUILDERS = {f.__name__: f for f in (mobilenetv2, resnet101v2, densenet121, inceptionv3, tiny_keras)}
+BUILDERS = {f.__name__: f for f in (mobilenetv2, resnet101v2, densenet121, inceptionv3, tiny_keras,
+                                    gen)}

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..gen.torch_source import render_torch
+
 if TYPE_CHECKING:
     import torch
 
@@ -75,6 +77,14 @@ def _tiny_torch() -> "torch.nn.Module":
     return TinyTorch()
 
 
+def _generated(spec: dict[str, Any]) -> "torch.nn.Module":
+    """A generated model (:mod:`fuzzconv.gen`) from its annotated spec: its PyTorch source
+    (:func:`render_torch`, which admits only checked numbers and names into it), executed."""
+    namespace: dict[str, Any] = {}
+    exec(compile(render_torch(spec), "<generated>", "exec"), namespace)
+    return namespace["Model"]()
+
+
 # Architecture name (as written in manifests) → constructor. The manifest names one of these and
 # never a module path, so an artifact cannot make the loader import arbitrary code.
 ARCHITECTURES: dict[str, Callable[..., "torch.nn.Module"]] = {
@@ -83,6 +93,7 @@ ARCHITECTURES: dict[str, Callable[..., "torch.nn.Module"]] = {
     "densenet121": _densenet121,
     "inception_v3": _inception_v3,
     "tiny_torch": _tiny_torch,
+    "gen": _generated,
 }
 
 

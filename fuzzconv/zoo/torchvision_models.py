@@ -17,13 +17,15 @@ from __future__ import annotations
 import re
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from ..errors import UsageError
 from ..formats.torch import write_manifest
+from ..gen.spec import GenSpec
 from .torch_architectures import ARCHITECTURES, architecture
-from .weights import calibrated_classifier, find_imagenet_weights
+from .weights import calibrated_classifier, check_spread, find_imagenet_weights
 
 if TYPE_CHECKING:
     import torch
@@ -49,7 +51,8 @@ def _final_linear(module: "torch.nn.Module") -> "torch.nn.Linear":
     return linears[-1]
 
 
-def calibrate(module: "torch.nn.Module", batch: np.ndarray, seed: int) -> np.ndarray:
+def calibrate(module: "torch.nn.Module", batch: np.ndarray, seed: int,
+              check: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
     """Give a random network batch-norm statistics and a classifier fitted to a calibration batch.
 
     Torch's BatchNorm updates ``running = (1 - momentum) * running + momentum * batch``, so
@@ -57,6 +60,8 @@ def calibrate(module: "torch.nn.Module", batch: np.ndarray, seed: int) -> np.nda
     batch's. The classifier (the last Linear) is then drawn by :func:`calibrated_classifier` over
     the standardised penultimate features (that Linear's input) of the calibrated network in eval
     mode.
+
+    ``check`` is given the penultimate features (and may refuse the model).
 
     Returns:
         The calibrated network's logits on the calibration batch.
@@ -82,6 +87,8 @@ def calibrate(module: "torch.nn.Module", batch: np.ndarray, seed: int) -> np.nda
     finally:
         hook.remove()
     feats = features[0].numpy().astype(np.float64)
+    if check is not None:
+        check(feats)
     # A random network's features vary mostly along one direction (ResNet-101: ~94 % of the
     # calibration variance), so a random classifier over the raw features gives few distinct
     # labels (ResNet-101, seeds 0–2: 55, 37 and 51 on 200 default-corpus images). The classifier
@@ -129,10 +136,11 @@ def save_zoo_artifact(module: "torch.nn.Module", dst: Path, *, model: str, arch:
 
 
 def _build(arch: str, *, model: dict, weights: str, seed: int, dst: Path,
-           calibration: str | None) -> dict[str, Any]:
+           calibration: str | None, options: dict[str, Any] | None = None,
+           check: Callable[[np.ndarray], None] | None = None) -> dict[str, Any]:
     import torch
 
-    options: dict[str, Any] = {}
+    options = dict(options or {})
     info: dict[str, Any] = {"weights": weights}
     # Seeded, deterministic initialisation and calibration: the same seed gives the same bits.
     # fork_rng keeps the worker's global RNG as it was.
@@ -144,9 +152,9 @@ def _build(arch: str, *, model: dict, weights: str, seed: int, dst: Path,
             if weights == "calibrated":
                 if calibration is None:
                     raise ValueError("calibrated weights need a calibration batch")
-                module = architecture(arch)
+                module = architecture(arch, options)
                 batch = np.load(calibration, allow_pickle=False)
-                logits = calibrate(module, batch, seed)
+                logits = calibrate(module, batch, seed, check)
                 top = logits.argmax(axis=1)
                 info["calibration_images"] = int(len(batch))
                 info["calibration_labels"] = int(len(np.unique(top)))
@@ -167,6 +175,20 @@ def _build(arch: str, *, model: dict, weights: str, seed: int, dst: Path,
     return info
 
 
+def gen(*, model: dict, weights: str, seed: int, dst: Path,
+        calibration: str | None) -> dict[str, Any]:
+    """Build a generated model (:mod:`fuzzconv.gen`) from the spec the model carries; its
+    manifest names the ``gen`` architecture with the annotated spec, which is all a loader needs
+    to rebuild the module. Calibrated weights only, as it has no real ones."""
+    if weights != "calibrated":
+        raise UsageError(f"{model['name']} is generated: it has calibrated weights only")
+    spec = GenSpec.from_dict(model["generated"], model["name"])
+    return _build("gen", model=model, weights=weights, seed=seed, dst=dst,
+                  calibration=calibration, options={"spec": spec.annotated()},
+                  check=lambda features: check_spread(features, spec.name))
+
+
 #: The builders :class:`fuzzconv.zoo.ModelSpec` names (``builder``), for the ``torch`` worker: one
-#: per architecture, each building it and giving it weights (see :func:`_build`).
-BUILDERS = {arch: partial(_build, arch) for arch in ARCHITECTURES}
+#: per architecture, each building it and giving it weights (see :func:`_build`), and :func:`gen`.
+BUILDERS = {**{arch: partial(_build, arch) for arch in ARCHITECTURES if arch != "gen"},
+            "gen": gen}

@@ -84,6 +84,34 @@ def calibrated_classifier(features: np.ndarray, classes: int, seed: int) -> tupl
     return (w * scale).astype(np.float32), (b * scale).astype(np.float32)
 
 
+class DegenerateModel(UsageError):
+    """A model whose classifier sees features that barely vary from image to image."""
+
+
+#: How much a generated model's head features must vary across the calibration images (the
+#: largest standard deviation of one feature), absolutely and against their magnitude.
+MIN_FEATURE_SPREAD = 1e-3
+
+
+def check_spread(features: np.ndarray, name: str) -> None:
+    """Refuse a model whose features (N, d) are all but constant across images.
+
+    Calibration scales the classifier to a logit spread of :data:`LOGIT_STD` whatever the
+    features' spread, so features that vary by rounding alone (a global average over an
+    instance-normalised tensor is zero by construction) would turn rounding into labels, and
+    every conversion would "flip" them. Such a generated model is refused, never hunted.
+
+    Raises:
+        DegenerateModel: naming the model.
+    """
+    feats = features.astype(np.float64).reshape(len(features), -1)
+    spread = float(feats.std(axis=0).max()) if feats.size else 0.0
+    scale = float(np.abs(feats).max()) if feats.size else 0.0
+    if spread < MIN_FEATURE_SPREAD or spread < MIN_FEATURE_SPREAD * scale:
+        raise DegenerateModel(f"{name} is degenerate: the features its classifier sees vary by "
+                              f"{spread:.2g} across images (magnitude {scale:.2g})")
+
+
 def margins(logits: np.ndarray) -> np.ndarray:
     """Top-1 minus top-2 logit per row."""
     part = np.sort(logits, axis=1)

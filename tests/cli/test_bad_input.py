@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fuzzconv.cli import app
+from fuzzconv.gen.spec import GenSpec, Layer
 from fuzzconv.store import Store
 
 runner = CliRunner()
@@ -29,6 +30,16 @@ def store(tmp_path: Path) -> Path:
         cid = db.new_campaign("tiny_keras", 0, {"model": "tiny_keras"}, {"fuzzconv": "0"})
         db.upsert_finding({"id": "F-0000abcd", "model": "tiny_keras", "symptom": "label_flip",
                            "signature": "label_flip:x", "flip_rate": 0.5}, cid, "b1")
+        # a generated model whose stored spec a newer version wrote (or someone edited)
+        spec = GenSpec("keras", 16, (Layer.make("conv", {}, 0, "keras"),))
+        edited = spec.to_dict()
+        edited["layers"][0]["kind"] = "frobnicate"
+        db.add_generated(spec.name, json.dumps(edited))
+        db.upsert_finding({"id": "F-0000fe11", "model": spec.name, "symptom": "label_flip",
+                           "campaign": cid,
+                           "signature": "label_flip:y", "flip_rate": 0.5,
+                           "pipeline": {"model": spec.name, "steps": [{"step": "keras.tf2onnx"}],
+                                        "runtime": {"name": "ort"}}, "culprit": None}, cid, "b2")
         db.set_campaign_status(cid, "done")
     return d
 
@@ -115,6 +126,15 @@ def cases(tmp: Path) -> list[tuple[str, list[str], str]]:
         "machine": {"load_average_start": [0.0, 0.0, 0.0]}}))
     return [
         ("unknown model", ["hunt", "--model", "alexnet", "--max-evals", "1"], "unknown model"),
+        ("unknown generated family", ["hunt", "--model", "gen:nosuch", "--max-evals", "1"],
+         "gen:keras:<id>"),
+        ("a stored generated model this version cannot build", ["repro", "F-0000fe11"],
+         "layer 1 (frobnicate): not in this version's vocabulary"),
+        ("the same, to bundle", ["bundle", "F-0000fe11", "-o", str(tmp / "b")],
+         "layer 1 (frobnicate)"),
+        ("the same, to shrink", ["shrink", "F-0000fe11"], "layer 1 (frobnicate)"),
+        ("--plan of a generated family", ["hunt", "--model", "gen:torch", "--plan"],
+         "draws its models as it goes"),
         ("a study to resume that is not one", ["study", "--models", "tiny_keras", "--images",
                                                natural, "--out", str(half_written), "--resume"],
          "is not a study"),

@@ -17,6 +17,9 @@ A bundle is a directory a library's maintainers can run without fuzzconv::
     finding.json              the finding as stored, pipeline.json its minimal pipeline
     plugin/<file>.py          the plugin file, when the culprit is a plugin step
     fuzzconv_plugins_shim.py  stands in for ``fuzzconv.plugins`` so the plugin file imports alone
+    model/, model.onnx,       for a generated model: the minimal model's source script and
+    test_data_set_0/          weights, and the ONNX the culprit received in ONNX's backend-test
+                              layout (:mod:`.model`)
 
 How it is made
 --------------
@@ -50,6 +53,7 @@ import numpy as np
 from ...registry import plugin_files
 from ...session import finding_session
 from .case import Case, Variant, full_variant, plan, reduced_variant
+from .model import write_model
 from .outdir import OutDir
 from .readme import readme
 from .script import culprit_source, render, shim_text
@@ -90,8 +94,9 @@ def write_bundle(store: Path, finding_id: str, out_dir: Path, plugins: list[Path
                 variant.note = ("The finding's reduced ONNX subgraph did not reproduce on its own "
                                 "with the plainest runtime, so the full input artifact is bundled.")
             run, dists = _assemble(out, case, variant, verify, say)
+        model_files = write_model(out, case, variant, say) if case.spec.generated else []
         out.write_text("README.md", readme(case, variant, dists, culprit_source(case), run,
-                                           _recorded(out)))
+                                           _recorded(out), model_files))
         db.set_finding_status(f["id"], f["status"], {"bundle": str(out.root)})
         out.write_text("finding.json", json.dumps(db.finding(f["id"]), indent=2, sort_keys=True,
                                                   default=str) + "\n")

@@ -15,7 +15,8 @@ class OutDir:
 
     #: What a bundle holds; removed before writing so no file of an earlier bundle lingers.
     OWNED = ("README.md", "repro.py", "inputs.npy", "expected.npy", "actual.npy", "finding.json",
-             "pipeline.json", "fuzzconv_plugins_shim.py", "input", "plugin")
+             "pipeline.json", "fuzzconv_plugins_shim.py", "input", "plugin", "model", "model.onnx",
+             "test_data_set_0")
 
     def __init__(self, path: Path):
         p = Path(path).expanduser()
@@ -50,6 +51,7 @@ class OutDir:
 
     def save(self, rel: str, array: np.ndarray) -> Path:
         p = self.path(rel)
+        p.parent.mkdir(parents=True, exist_ok=True)
         np.save(p, np.asarray(array), allow_pickle=False)
         return p
 

@@ -66,6 +66,18 @@ class Estimate:
         return total
 
 
+    def describe(self, remaining: Mapping[Unit, int]) -> str:
+        """The time left in words; while a phase has no measured cost yet, a lower bound from
+        the units that can be estimated."""
+        full = self.left(remaining)
+        if full is not None:
+            return eta_text(full)
+        known = [n * s for u, n in remaining.items() if n > 0 and (s := self.unit(u)) is not None]
+        if not known:
+            return eta_text(None)
+        return eta_text(sum(known)).replace("about", "more than", 1) + " (timing not measured yet)"
+
+
 def eta_text(seconds: float | None) -> str:
     """``about 12 min left``, or ``time left: measuring`` before there is an estimate."""
     if seconds is None:

@@ -219,7 +219,7 @@ def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = 
                 if seconds is not None:
                     est.record(unit, seconds)
                 todo[unit] -= n
-                progress.update(task, advance=n, eta=eta_text(est.left(todo)))
+                progress.update(task, advance=n, eta=est.describe(todo))
 
             for model in names:
                 if model in kept:
@@ -246,7 +246,7 @@ def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = 
                             c = cells[-1]
                             console.print(f"{model} {cfg.key} @{device}: {c.status}"
                                           + (f" ({c.seconds:.0f} s)" if c.seconds else "")
-                                          + f"; {eta_text(est.left(todo))}")
+                                          + f"; {est.describe(todo)}")
                 for device in timed:
                     def on_pass(slot: Slot, seconds: float, device: str = device) -> None:
                         progress.update(task, description=f"{model} timing {slot.key} @{device}")
@@ -257,7 +257,7 @@ def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = 
                     head["timing_control"].setdefault(model, {})[device] = got["control"]
                     if log_lines:
                         console.print(f"{model} @{device}: timed in {repeats} rounds; "
-                                      f"{eta_text(est.left(todo))}")
+                                      f"{est.describe(todo)}")
                 # Passes that did not run (a configuration that failed is not timed) are done.
                 for unit in [u for u in todo if u[0] == model and todo[u] > 0]:
                     done(unit, None, todo[unit])

@@ -113,7 +113,8 @@ def ratio_blocks(study: dict[str, Any], idx: dict, configs: dict[str, Any], mode
 
 def _ratio(r: dict[str, Any]) -> str:
     flag = "" if r["rel_half_width"] <= RATIO_GOAL else " †"
-    return f"{r['ratio']:.2f} [{r['ci_low']:.2f}–{r['ci_high']:.2f}]{flag}"
+    fmt = ".2f" if r["ratio"] >= 0.1 else ".3g"  # a tiny ratio keeps its digits
+    return f"{r['ratio']:{fmt}} [{r['ci_low']:{fmt}}–{r['ci_high']:{fmt}}]{flag}"
 
 
 def _ratio_cell(cell: dict[str, Any] | None) -> str:

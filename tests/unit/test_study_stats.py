@@ -151,6 +151,10 @@ def test_time_left_comes_from_measured_costs_scaled_per_model() -> None:
     est.record(("m2", "label", "a"), 20.0)
     assert est.unit(("m2", "label", "b")) == pytest.approx(40.0)
     assert est.unit(("m2", "label", "zzz")) == pytest.approx(2 * np.mean([10, 20, 20]))
+    # While timing has no measured cost, the labelled runs left give a lower bound.
+    assert est.describe({("m3", "label", "a"): 1, ("m3", "timing", "a"): 3}) == \
+        "more than 15 s left (timing not measured yet)"
+    assert est.describe({("m1", "round", "a"): 30}) == "about 60 s left"
     assert eta_text(45) == "about 45 s left" and eta_text(600) == "about 10 min left"
     assert eta_text(7200) == "about 2.0 h left"
 

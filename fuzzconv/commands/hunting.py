@@ -156,7 +156,9 @@ def study(
     images: ImagesOpt = None,
     weights: Annotated[str, typer.Option("--weights", help="calibrated or imagenet.")] = "calibrated",
     devices: Annotated[str, typer.Option("--devices", help="Comma-separated: cpu,cuda.")] = "cpu,cuda",
-    repeats: Annotated[int, typer.Option("--repeats", help="Timed runs per configuration.")] = 10,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timing rounds: each times every configuration once, in a fresh order.")] = 10,
+    configs: Annotated[Optional[str], typer.Option("--configs", help="Comma-separated configurations to run (their baselines are added); default: all.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the timing rounds' orders.")] = 0,
     out_dir: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("fuzzconv-study"),
     limit: Annotated[Optional[int], typer.Option("--limit", help="Use the first N images.")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="Intra-op threads for every runtime.")] = None,
@@ -168,5 +170,6 @@ def study(
     from ..study import run_study
 
     run_study(models, images, weights, devices, repeats, out_dir, limit, store=store,
-              threads=threads, timeout=timeout, console=console, resume=resume)
+              threads=threads, timeout=timeout, console=console, resume=resume, configs=configs,
+              seed=seed)
     out.print(f"study written to {out_dir}: study.md, study.json, labels.csv, timing.csv, plots")

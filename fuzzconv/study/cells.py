@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from .intervals import wilson_ci
+
 @dataclass
 class Cell:
     """One configuration of one model on one device: its labels and its timing."""
@@ -47,6 +49,30 @@ def pct(cell: dict[str, Any] | None, against: str = "vs_baseline") -> float | No
         return None
     m = cell["metrics"].get(against)
     return None if m is None else m["label_change_pct"]
+
+
+def pct_ci(cell: dict[str, Any] | None, against: str = "vs_baseline",
+           kind: str | None = None) -> tuple[float, float, float] | None:
+    """A cell's label-change percentage with its Wilson 95 % interval, ``(pct, low, high)``.
+
+    ``kind`` picks the part of the corpus (``photographs`` or ``synthetic``). The interval is
+    the one ``study.json`` holds, or is computed from the counts for a study written before
+    intervals were recorded.
+    """
+    if cell is None or cell["status"] != "ok":
+        return None
+    m = cell["metrics"].get(against) if kind is None else (
+        cell["metrics"].get(against + "_by_kind") or {}).get(kind)
+    return None if m is None else metric_ci(m)
+
+
+def metric_ci(m: dict[str, Any]) -> tuple[float, float, float]:
+    """``(pct, low, high)`` of a label-metrics record (see :func:`.stats.label_metrics`)."""
+    if m.get("label_change_ci95"):
+        lo, hi = m["label_change_ci95"]
+    else:
+        lo, hi = (100.0 * x for x in wilson_ci(int(m["label_changes"]), int(m["images"])))
+    return float(m["label_change_pct"]), float(lo), float(hi)
 
 
 def error_text(cell: dict[str, Any]) -> str:

@@ -26,9 +26,18 @@ TWINS = {
 PAPER_MAX_FRAMEWORK_CHANGE = 57.0
 #: The timing goal: the 95 % CI half-width of a median at most this share of the median.
 CI_GOAL = 0.02
+#: The goal for a timing ratio: its 95 % interval's half-width at most this share of the ratio;
+#: and how far from 1.00 the identical-code control's interval may reach.
+RATIO_GOAL = 0.05
+#: A label-change share whose whole 95 % interval lies below this (in %) is "no change" for the
+#: paper's insensitivity claims; one whose interval lies above it is a change.
+LABEL_EFFECT = 2.0
 #: Below this ratio of slowest to fastest median, a timing difference is called negligible.
 TIME_EFFECT = 1.05
 BOOTSTRAP_RESAMPLES = 4000
+#: The two kinds of image the default corpus mixes, reported apart: the shipped real photographs
+#: and the generated ones.
+PHOTOGRAPHS, SYNTHETIC = "photographs", "synthetic"
 NOT_MEASURED = "not measured"
 NOT_APPLICABLE = "not applicable"  # a step or the runtime does not run on that device
 #: Environment variables that fix each framework's intra-op thread count in its worker.
@@ -147,3 +156,18 @@ def config_dict(c: Config) -> dict[str, Any]:
             "steps": [{"step": n, "params": p} for n, p in c.steps],
             "runtime": {"name": c.runtime[0], "params": c.runtime[1]}, "baseline": c.baseline,
             "reduced_precision": c.reduced_precision}
+
+
+def config_keys() -> list[str]:
+    """The names of every configuration, in table order (what ``--configs`` chooses from)."""
+    return [c.key for c in configurations(1, ["a pass"])]
+
+
+def select_configs(configs: list[Config], chosen: Sequence[str] | None) -> list[Config]:
+    """The configurations named in ``chosen`` and the baselines they are compared with, in table
+    order; all of them when ``chosen`` is None."""
+    if chosen is None:
+        return configs
+    base = {c.key: c.baseline for c in configs}
+    keep = set(chosen) | {base[k] for k in chosen if k in base}
+    return [c for c in configs if c.key in keep]

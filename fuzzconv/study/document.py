@@ -77,6 +77,14 @@ class Image:
 
 Block = Union[Heading, Paragraph, Bullets, Table, Image]
 
+
+def table(header: list[str | Text], rows: list[list[str | Text]]) -> Table:
+    """A table from plain strings and texts."""
+    def cell(c: str | Text) -> Text:
+        return text(c) if isinstance(c, str) else c
+
+    return Table(tuple(cell(h) for h in header), tuple(tuple(cell(c) for c in r) for r in rows))
+
 _MARKS = {"": "{}", "code": "`{}`", "strong": "**{}**", "em": "*{}*"}
 
 

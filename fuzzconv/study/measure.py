@@ -6,27 +6,29 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
 from ..errors import UsageError
-from ..executor import Evaluation, Executor
+from ..executor import Executor
 from ..pipeline import DEVICES, Pipeline, device_available
-from ..protocol import Call, RunRequest
+from ..protocol import Call
 from ..registry import FAMILIES
 from ..workers import WorkerFailure
 from ..zoo import get_model
 from .cells import Cell
 from .configs import (BOOTSTRAP_RESAMPLES, CI_GOAL, NOT_APPLICABLE, NOT_MEASURED, PAPER_MODELS,
-                      THREAD_ENV, TWINS, Config, config_dict, configurations)
+                      RATIO_GOAL, THREAD_ENV, TWINS, Config, config_dict, config_keys,
+                      configurations, select_configs)
+from .eta import Estimate, Unit, eta_text
 from .outputs import write_outputs
 from .paper import compare_with_paper
 from .probes import thread_report, tvm_disable_plan
-from .stats import fill_metrics, median_ci, opt_spread
+from .rounds import Slot
+from .stats import fill_metrics, opt_spread
+from .timing import Timer
 
 def _parse_list(value: str | Sequence[str], what: str) -> list[str]:
     items = value.split(",") if isinstance(value, str) else list(value)
@@ -46,16 +48,16 @@ def _pin_threads(ex: Executor, threads: int) -> dict[str, str]:
 
 
 class Measurement:
-    """Evaluates the configurations of one study through an executor."""
+    """Evaluates the configurations of one study through an executor (the labelled runs; the
+    timing is :class:`.timing.Timer`'s, in rounds, once every configuration of a model ran)."""
 
-    def __init__(self, ex: Executor, corpus: Any, repeats: int):
+    def __init__(self, ex: Executor, corpus: Any):
         self.ex = ex
         self.corpus = corpus
-        self.repeats = repeats
         self.timing_corpus = corpus.subset(list(range(min(ex.batch_size, len(corpus)))))
 
     def evaluate(self, model: str, cfg: Config, device: str) -> Cell:
-        """The labelled run of one configuration (cached), then its timing when asked for.
+        """The labelled run of one configuration (cached).
 
         Args:
             model: the study's row, a Keras model; twin configurations run on its twin.
@@ -83,56 +85,7 @@ class Measurement:
             return cell
         cell.logits = ev.logits
         cell.timing["stage_seconds"] = {k: round(v, 3) for k, v in ev.timings.items()}
-        if self.repeats:
-            self._time(pipeline, cell, self._artifact(pipeline))
         return cell
-
-    def _artifact(self, pipeline: Pipeline) -> Path | None:
-        spec = get_model(pipeline.model)
-        calibration = (self.ex.calibration_inputs(spec) if self.ex.weights == "calibrated"
-                       else None)
-        return self.ex.artifact(pipeline, len(pipeline.steps), Evaluation(pipeline, None),
-                                calibration=calibration)
-
-    def _time(self, pipeline: Pipeline, cell: Cell, artifact: Path | None) -> None:
-        """Time the runtime on the first batch: per batch and per image, ``repeats`` each.
-
-        A request of its own (Executor.evaluate times batches only): the runtime loads the cached
-        artifact, infers the batch once (the cold pass, also compared with the cached outputs),
-        warms up, then times.
-        """
-        if artifact is None:
-            return
-        spec = get_model(pipeline.model)
-        rt = self.ex.registry.get(pipeline.runtime.name, "runtime")
-        inputs = self.ex.inputs(spec, self.timing_corpus)
-        with tempfile.TemporaryDirectory(dir=self.ex.store_dir) as tmp:
-            try:
-                res = self.ex.pool.request(rt.family, RunRequest(
-                    rt.name, pipeline.runtime.params, str(artifact), str(inputs),
-                    str(Path(tmp) / "logits.npy"), spec.to_dict(), pipeline.device,
-                    self.ex.batch_size, repeats=self.repeats, image_repeats=self.repeats),
-                    timeout=self.ex.timeout_for(rt.name))
-            except WorkerFailure as exc:
-                cell.timing["error"] = {"symptom": exc.symptom, "error_class": exc.error_class,
-                                        "message": exc.message[:500]}
-                return
-            again = np.load(Path(tmp) / "logits.npy", allow_pickle=False)
-        first = cell.logits[:len(again)]  # type: ignore[index]
-        images = [t for row in res.image_seconds for t in row]
-        cell.timing.update(
-            load_seconds=round(res.load_seconds, 4),
-            batch_size=len(again),
-            image=median_ci(images),
-            batch=median_ci(res.batch_seconds),
-            image_seconds=res.image_seconds,
-            batch_seconds=res.batch_seconds,
-            # The timing run's outputs against the labelled run's, same images: 0 unless the
-            # runtime is not deterministic from one load to the next.
-            rerun_max_abs_diff=float(np.abs(again.astype(np.float64) - first).max()),
-        )
-
-
 
 
 def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = None,
@@ -140,7 +93,8 @@ def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = 
               repeats: int = 10, out: Path = Path("fuzzconv-study"), limit: int | None = None,
               *, store: Path = Path("fuzzconv-out"), threads: int | None = None,
               timeout: float | None = None, console: Any = None,
-              show_progress: bool = True, resume: bool = False) -> dict[str, Any]:
+              show_progress: bool = True, resume: bool = False,
+              configs: str | Sequence[str] | None = None, seed: int = 0) -> dict[str, Any]:
     """Run the sensitivity study and write its tables, plots and data under ``out``.
 
     Args:
@@ -149,9 +103,11 @@ def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = 
         images: a folder of images; None takes the default corpus.
         weights: ``calibrated`` or ``imagenet`` (twins are compared with Keras only with the latter).
         devices: devices to measure; one absent here is reported as "not measured".
-        repeats: timed passes per configuration, per batch and per image; 0 skips timing.
+        repeats: timing rounds; each gives every configuration one pass over the first batch
+            and one over each of its images alone, in a fresh order; 0 skips timing.
         out: where the outputs go.
-        limit: use only the first ``limit`` images.
+        limit: use only the first ``limit`` images (all of them, with a line saying how many, when
+            the corpus has fewer).
         store: the store whose cache holds the artifacts and outputs (reruns reuse it).
         threads: intra-op threads for every framework; defaults to ``os.cpu_count()``.
         timeout: seconds per step or run (the executor's default when None).
@@ -159,6 +115,9 @@ def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = 
         show_progress: show the progress bar.
         resume: keep the models that ``out/study.json`` already holds, when it was made with the
             same settings, stack and configurations (see :func:`earlier_study`); measure the rest.
+        configs: the configurations to run, a list or comma-separated string (their baselines
+            are added); None runs all of them.
+        seed: the seed of the timing rounds' orders.
 
     Returns:
         The ``study.json`` object.
@@ -166,7 +125,6 @@ def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..corpora import select
     from ..session import open_session
     from ..versions import machine, stack_versions
 
@@ -182,14 +140,20 @@ def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = 
             raise UsageError(f"unknown device {d!r} (known: {', '.join(DEVICES)})")
     if repeats < 0:
         raise UsageError("--repeats must be 0 or more")
+    chosen = None if configs is None else _parse_list(configs, "configs")
+    known = config_keys()
+    for key in chosen or ():
+        if key not in known:
+            raise UsageError(f"unknown configuration {key!r} (known: {', '.join(known)})")
     threads = int(threads or os.cpu_count() or 1)
-    corpus = select(images, limit)
+    console = console or Console(stderr=True)
+    corpus = study_corpus(images, limit, console)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     present = {d: device_available(d) for d in wanted}
-    console = console or Console(stderr=True)
     t0 = time.perf_counter()
     early = {"weights": weights, "repeats": repeats, "limit": limit, "threads": threads,
+             "timing": "interleaved rounds", "timing_seed": seed,
              "images": str(images) if images else None,
              "devices": {d: ("measured" if present[d] else NOT_MEASURED) for d in wanted},
              "corpus": {"name": corpus.name, "images": len(corpus), "digest": corpus.digest,
@@ -203,14 +167,17 @@ def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = 
                         for fam in FAMILIES}
         plan = _call(ex, "tvm", Call.to(tvm_disable_plan, relax_pipeline="target"),
                      timeout=3600.0)
-        configs = configurations(threads, plan.get("disabled", []) if plan["ok"] else [])
-        runner = Measurement(ex, corpus, repeats)
+        cfgs = select_configs(
+            configurations(threads, plan.get("disabled", []) if plan["ok"] else []), chosen)
+        runner = Measurement(ex, corpus)
+        timer = Timer(ex, runner.timing_corpus, repeats, seed)
         head = {
             "study": "Louloudakis et al. 2022 sensitivity study, repeated",
             "settings": {"models": [], "requested_models": names,
                          "twins": {m: TWINS[m] for m in names}, **early,
                          "batch_size": ex.batch_size, "timing_images": len(runner.timing_corpus),
-                         "thread_env": env, "ci_goal": CI_GOAL,
+                         "thread_env": env, "ci_goal": CI_GOAL, "ratio_goal": RATIO_GOAL,
+                         "configs": chosen,
                          "bootstrap_resamples": BOOTSTRAP_RESAMPLES, "store": str(store)},
             "versions": stack_versions(),
             "machine": {**machine(), "os_cpu_count": os.cpu_count(),
@@ -220,8 +187,8 @@ def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = 
             "tvm_disable_plan": plan,
             "configurations": [{**config_dict(c),
                                 "devices": [d for d in DEVICES if _runs_on(ex, c, d)]}
-                               for c in configs],
-            "model_seconds": {},
+                               for c in cfgs],
+            "model_seconds": {}, "timing_rounds": {}, "timing_control": {},
         }
         earlier = earlier_study(out / "study.json", head) if resume else None
         kept = [m for m in names if earlier and m in earlier["settings"]["models"]]
@@ -229,39 +196,91 @@ def run_study(models: str | Sequence[str] = PAPER_MODELS, images: Path | None = 
             head["resumed"] = {"models": kept, "elapsed_seconds": earlier["elapsed_seconds"],
                                "load_average_start": earlier["machine"]["load_average_start"]}
         cells: list[Cell] = []
-        todo = [(m, c, d) for m in names for c in configs for d in wanted]
+        timed = [d for d in wanted if present[d]] if repeats else []
+        control = next((c.baseline for c in cfgs if c.side == "keras"), None) or \
+            next((c.baseline for c in cfgs), None)
+        todo: Counter[Unit] = Counter()
+        for model in names:
+            if model not in kept:
+                for cfg in cfgs:
+                    todo[(model, "label", cfg.key)] += len(wanted)
+                    todo[(model, "round", cfg.key)] += repeats * len(timed)
+                todo[(model, "round", f"{control}-rebuilt")] += repeats * len(timed)
+        est = Estimate()
         # Without a terminal the bar is not drawn: a line per configuration shows the way instead.
         log_lines = show_progress and not console.is_terminal
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console, disable=not show_progress,
-                      transient=False) as progress:
-            task = progress.add_task("study", total=len(todo))
+                      TimeElapsedColumn(), TextColumn("{task.fields[eta]}"), console=console,
+                      disable=not show_progress, transient=False) as progress:
+            task = progress.add_task("study", total=sum(todo.values()) + sum(
+                len(cfgs) * len(wanted) for m in kept), eta=eta_text(None))
+
+            def done(unit: Unit, seconds: float | None, n: int = 1) -> None:
+                if seconds is not None:
+                    est.record(unit, seconds)
+                todo[unit] -= n
+                progress.update(task, advance=n, eta=est.describe(todo))
+
             for model in names:
                 if model in kept:
                     assert earlier is not None
                     cells += [Cell.from_dict(c) for c in earlier["cells"] if c["model"] == model]
                     head["model_seconds"][model] = earlier["model_seconds"][model]
-                    progress.advance(task, len(configs) * len(wanted))
+                    for key in ("timing_rounds", "timing_control"):
+                        if model in earlier.get(key, {}):
+                            head[key][model] = earlier[key][model]
+                    progress.advance(task, len(cfgs) * len(wanted))
                     if log_lines:
                         console.print(f"{model}: kept from {out / 'study.json'}")
-                else:
-                    tm = time.perf_counter()
-                    for cfg in configs:
-                        for device in wanted:
-                            progress.update(task, description=f"{model} {cfg.key} @{device}")
-                            cells.append(_cell(runner, model, cfg, device, present, plan))
-                            progress.advance(task)
-                            if log_lines:
-                                c = cells[-1]
-                                console.print(f"{model} {cfg.key} @{device}: {c.status}"
-                                              + (f" ({c.seconds:.0f} s)" if c.seconds else ""))
-                    head["model_seconds"][model] = round(time.perf_counter() - tm, 1)
+                    head["settings"]["models"].append(model)
+                    study = _assemble(head, cells, cfgs, corpus, weights, t0, earlier)
+                    write_outputs(study, out)
+                    continue
+                tm = time.perf_counter()
+                for cfg in cfgs:
+                    for device in wanted:
+                        progress.update(task, description=f"{model} {cfg.key} @{device}")
+                        cells.append(_cell(runner, model, cfg, device, present, plan))
+                        done((model, "label", cfg.key), cells[-1].seconds)
+                        if log_lines:
+                            c = cells[-1]
+                            console.print(f"{model} {cfg.key} @{device}: {c.status}"
+                                          + (f" ({c.seconds:.0f} s)" if c.seconds else "")
+                                          + f"; {est.describe(todo)}")
+                for device in timed:
+                    def on_pass(slot: Slot, seconds: float, device: str = device) -> None:
+                        progress.update(task, description=f"{model} timing {slot.key} @{device}")
+                        done((model, "round", slot.key), seconds)
+
+                    got = timer.time_device(model, device, cells, cfgs, control, on_pass)
+                    head["timing_rounds"].setdefault(model, {})[device] = got["rounds"]
+                    head["timing_control"].setdefault(model, {})[device] = got["control"]
+                    if log_lines:
+                        console.print(f"{model} @{device}: timed in {repeats} rounds; "
+                                      f"{est.describe(todo)}")
+                # Passes that did not run (a configuration that failed is not timed) are done.
+                for unit in [u for u in todo if u[0] == model and todo[u] > 0]:
+                    done(unit, None, todo[unit])
+                head["model_seconds"][model] = round(time.perf_counter() - tm, 1)
                 head["settings"]["models"].append(model)
                 # Written after every model, so a long study that is stopped keeps what it did
                 # (and a rerun finds all of it in the cache, or keeps it with --resume).
-                study = _assemble(head, cells, configs, corpus, weights, t0, earlier)
+                study = _assemble(head, cells, cfgs, corpus, weights, t0, earlier)
                 write_outputs(study, out)
     return study
+
+
+def study_corpus(images: Path | None, limit: int | None, console: Any) -> Any:
+    """The corpus the study runs on: ``images`` (or the default set) cut to ``limit``; a limit
+    above its size takes all of it, with one line on ``console`` saying how many there are."""
+    from ..corpora import select
+
+    if limit is not None and limit >= 1:
+        available = len(select(images))
+        if limit > available:
+            console.print(f"--limit {limit}: the corpus has {available} images; the study runs "
+                          f"on all {available}")
+    return select(images, limit)
 
 
 def _cell(runner: Measurement, model: str, cfg: Config, device: str, present: dict[str, bool],
@@ -283,7 +302,8 @@ def _cell(runner: Measurement, model: str, cfg: Config, device: str, present: di
 
 #: Settings a kept model must share with the models measured now, for the tables to compare them.
 _RESUME_SETTINGS = ("weights", "repeats", "limit", "images", "threads", "devices", "corpus",
-                    "batch_size", "timing_images", "thread_env", "ci_goal", "bootstrap_resamples")
+                    "batch_size", "timing_images", "thread_env", "ci_goal", "bootstrap_resamples",
+                    "timing", "timing_seed")
 
 
 def earlier_study(path: Path, head: dict[str, Any]) -> dict[str, Any] | None:

@@ -6,24 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cells import error_text, index, pct
-from .configs import CI_GOAL, NOT_APPLICABLE, NOT_MEASURED, OPT_TABLES, TIME_EFFECT
-from .document import (Block, Bullets, Heading, Image, Paragraph, Table, Text, code, em, strong,
+from .cells import error_text, index, pct_ci
+from .configs import CI_GOAL, NOT_APPLICABLE, NOT_MEASURED, OPT_TABLES
+from .document import (Block, Bullets, Heading, Image, Paragraph, Text, code, em, strong, table,
                        text, to_markdown)
 from .probes import same_pass_levels
+from .sections import paper_blocks, photographs, ratio_blocks, share
 
 
 
 def render_markdown(study: dict[str, Any], plots: dict[str, str]) -> str:
     """``study.md``."""
     return to_markdown(study_report(study, plots))
-
-
-def _table(header: list[str | Text], rows: list[list[str | Text]]) -> Table:
-    def cell(c: str | Text) -> Text:
-        return text(c) if isinstance(c, str) else c
-
-    return Table(tuple(cell(h) for h in header), tuple(tuple(cell(c) for c in r) for r in rows))
 
 
 def study_report(study: dict[str, Any], plots: dict[str, str]) -> list[Block]:
@@ -46,7 +40,7 @@ def study_report(study: dict[str, Any], plots: dict[str, str]) -> list[Block]:
     B.append(Bullets(tuple(_settings(study))))
 
     B.append(Heading(2, text("Configurations")))
-    B.append(_table(["key", "experiment", "compared with", "what"],
+    B.append(table(["key", "experiment", "compared with", "what"],
                     [[text(code(k)), c["experiment"],
                       "—" if c["baseline"] == k else text(code(c["baseline"])), c["title"]]
                      for k, c in configs.items()]))
@@ -68,41 +62,42 @@ def study_report(study: dict[str, Any], plots: dict[str, str]) -> list[Block]:
 
     B.append(Heading(2, text("1. Framework and conversion: % of top-1 labels changed")))
     B.append(Paragraph(text(
-        "Rows are models, columns configurations (CPU). Keras-side columns are compared with the "
+        "Rows are models, columns configurations (CPU); each figure is followed by its Wilson 95 % "
+        "interval in brackets. Keras-side columns are compared with the "
         "Keras model, ", code("twin-*"), " columns with the PyTorch twin (", code("ref"),
         " marks each source). ",
         *(("With calibrated weights the twin's weights are not the Keras model's (each is "
            "calibrated on its own), so label changes ", em("between"), " the Keras model and its "
            "twin mean nothing and are not reported.") if st["weights"] != "imagenet" else
           ("With ImageNet weights the twin is compared with the Keras model too (last table).",)))))
-    B.append(_table(["model", *fw], [[m] + [_label_cell(idx.get((m, k, "cpu")), configs)
+    B.append(table(["model", *fw], [[m] + [_label_cell(idx.get((m, k, "cpu")), configs)
                                             for k in fw] for m in models]))
     B.append(Paragraph(text("Top-5 agreement (mean Jaccard of the top-5 sets) / Kendall τ over "
                             "the source's top 5:")))
     compared = [k for k in fw if configs[k]["baseline"] != k]
-    B.append(_table(["model", *compared], [[m] + [_agreement(idx.get((m, k, "cpu")))
+    B.append(table(["model", *compared], [[m] + [_agreement(idx.get((m, k, "cpu")))
                                                   for k in compared] for m in models]))
     if st["weights"] == "imagenet":
         B.append(Paragraph(text("PyTorch twin against the Keras model (% top-1 changed, both "
                                 "with ImageNet weights):")))
-        B.append(_table(["model", "twin-torch vs keras"],
+        B.append(table(["model", "twin-torch vs keras"],
                         [[m, _label_cell(idx.get((m, "twin-torch", "cpu")), configs, "vs_keras")]
                          for m in models]))
     if any(c["metrics"].get("accuracy") is not None for c in study["cells"]):
         B.append(Paragraph(text("Top-1 accuracy against the corpus labels:")))
-        B.append(_table(["model", *fw], [[m] + [_acc(idx.get((m, k, "cpu"))) for k in fw]
+        B.append(table(["model", *fw], [[m] + [_acc(idx.get((m, k, "cpu"))) for k in fw]
                                          for m in models]))
 
     B.append(Heading(2, text("2. Optimizations: % of top-1 labels changed against the source")))
     for title, cols in OPT_TABLES.items():
         B.append(Paragraph(text(strong(title))))
-        B.append(_table(["model", "device", *(h for _, h in cols)],
+        B.append(table(["model", "device", *(h for _, h in cols)],
                         [[m, d] + [_label_cell(idx.get((m, k, d)), configs) for k, _ in cols]
                          for m in models for d in devices]))
     B.append(Paragraph(text("Largest label change between two settings of the same optimizer "
                             "(same model, CPU):")))
     spread = study.get("opt_spread", {})
-    B.append(_table(["model", *OPT_TABLES],
+    B.append(table(["model", *OPT_TABLES],
                     [[m] + [_spread_cell(spread.get(m, {}).get("cpu", {}).get(t))
                             for t in OPT_TABLES] for m in models]))
 
@@ -114,17 +109,18 @@ def study_report(study: dict[str, Any], plots: dict[str, str]) -> list[Block]:
         dev_cfgs = [k for k, c in configs.items() if d in c["devices"]]
         B.append(Paragraph(text(strong(d), f" ({st['devices'][d]}; configurations whose steps "
                                 "and runtime all run there)")))
-        B.append(_table(["model", *dev_cfgs],
+        B.append(table(["model", *dev_cfgs],
                         [[m] + [_label_cell(idx.get((m, k, d)), configs, "vs_cpu")
                                 for k in dev_cfgs] for m in models]))
     B.append(Image("label change heatmap", plots["heatmap"]))
+    B += photographs(study, idx, configs, fw, models)
 
     B += _timing(study, idx, configs, fw, models, devices, plots)
 
     failures = [c for c in study["cells"] if c["status"] == "failed" or "error" in c["timing"]]
     B.append(Heading(2, text("Failures")))
     if failures:
-        B.append(_table(["model", "config", "device", "what failed"],
+        B.append(table(["model", "config", "device", "what failed"],
                         [[c["model"], c["config"], c["device"],
                           error_text(c) if c["status"] == "failed"
                           else "timing: " + c["timing"]["error"]["message"][:200]]
@@ -132,14 +128,7 @@ def study_report(study: dict[str, Any], plots: dict[str, str]) -> list[Block]:
     else:
         B.append(Paragraph(text("None: every configuration converted and ran.")))
 
-    B.append(Heading(2, text("Beside the paper")))
-    B.append(Paragraph(text(
-        "Verdicts are computed: a label claim holds where the relevant top-1 changes are all "
-        "zero; a timing claim holds for a factor where, for some model, the slowest and fastest "
-        f"configurations' medians differ by at least {100 * (TIME_EFFECT - 1):.0f} % and their "
-        "95 % CIs are disjoint.")))
-    B.append(_table(["claim", "paper", "here", "verdict"],
-                    [[c["claim"], c["paper"], c["here"], c["verdict"]] for c in study["paper"]]))
+    B += paper_blocks(study)
     return B
 
 
@@ -158,9 +147,15 @@ def _settings(study: dict[str, Any]) -> list[Text]:
     items.append(text(f"weights: {st['weights']}; corpus: {st['corpus']['name']}, "
                       f"{st['corpus']['images']} images{labelled}"))
     items.append(text("devices: " + ", ".join(f"{d} ({s})" for d, s in st["devices"].items())))
+    how = (f"timing: {st['repeats']} interleaved rounds (every configuration once per round, a "
+           f"fresh seeded order each round, seed {st.get('timing_seed', 0)}), each a pass over "
+           f"the first batch ({st['timing_images']} images) and over each of its images alone, "
+           "runtimes loaded and warmed up once; " if st.get("timing") == "interleaved rounds" else
+           f"timing: {st['repeats']} timed passes per configuration over the first batch "
+           f"({st['timing_images']} images) and over each of its images alone, after a warm-up, "
+           "one configuration after another (in blocks); ")
     items.append(text(
-        f"timing: {st['repeats']} timed passes per configuration over the first batch "
-        f"({st['timing_images']} images) and over each of its images alone, after a warm-up; "
+        how +
         f"{st['threads']} intra-op threads everywhere (os.cpu_count() = "
         f"{study['machine']['os_cpu_count']}); median with a seeded 95 % bootstrap CI "
         f"({st['bootstrap_resamples']} resamples); goal: CI half-width ≤ {100 * CI_GOAL:.0f} % "
@@ -194,12 +189,12 @@ def _timing(study: dict[str, Any], idx: dict, configs: dict[str, Any], fw: list[
                             f"{100 * CI_GOAL:.0f} % of the median.", " " if compiled else "",
                             *compiled)))
     B.append(Paragraph(text(strong("Framework and conversion"))))
-    B.append(_table(["model", "device", *fw], [[m, d] + [_time_cell(idx.get((m, k, d)))
+    B.append(table(["model", "device", *fw], [[m, d] + [_time_cell(idx.get((m, k, d)))
                                                          for k in fw]
                                                for m in models for d in devices]))
     for title, cols in OPT_TABLES.items():
         B.append(Paragraph(text(strong(title))))
-        B.append(_table(["model", "device", *(h for _, h in cols)],
+        B.append(table(["model", "device", *(h for _, h in cols)],
                         [[m, d] + [_time_cell(idx.get((m, k, d))) for k, _ in cols]
                          for m in models for d in devices]))
     same = [g for g in same_pass_levels(study["tvm_disable_plan"]) if len(g) > 1]
@@ -213,9 +208,10 @@ def _timing(study: dict[str, Any], idx: dict, configs: dict[str, Any], fw: list[
     B.append(Image("latency per framework and conversion", plots["frameworks"]))
     B.append(Paragraph(text(strong("Per batch"), f" (ms per batch of {st['timing_images']}, "
                             "median ±95 % CI half-width)")))
-    B.append(_table(["config", "device", *models],
+    B.append(table(["config", "device", *models],
                     [[k, d] + [_time_cell(idx.get((m, k, d)), "batch") for m in models]
                      for k in configs for d in devices]))
+    B += ratio_blocks(study, idx, configs, models, devices)
     B += _ci_summary(study)
     drift = [c for c in study["cells"] if c["timing"].get("rerun_max_abs_diff", 0) > 0]
     if drift:
@@ -238,8 +234,7 @@ def _label_cell(cell: dict[str, Any] | None, configs: dict[str, Any],
     if against == "vs_baseline" and configs[cell["config"]]["baseline"] == cell["config"] \
             and cell["device"] == "cpu":
         return "ref"
-    p = pct(cell, against)
-    return "—" if p is None else f"{p:.1f}"
+    return share(pct_ci(cell, against))
 
 
 def _time_cell(cell: dict[str, Any] | None, unit: str = "image") -> str:
@@ -279,6 +274,8 @@ def _spread_cell(info: dict[str, Any] | None) -> str:
     if not info or info["max_pairwise_label_change_pct"] is None:
         return "—"
     out = f"{info['max_pairwise_label_change_pct']:.1f} %"
+    if info.get("label_change_ci95"):
+        out += " [{:.1f}–{:.1f}]".format(*info["label_change_ci95"])
     if info["max_pairwise_label_change_pct"]:
         out += f" ({' vs '.join(info['pair'])})"
     return out
@@ -299,7 +296,7 @@ def _ci_summary(study: dict[str, Any]) -> list[Block]:
         f"(half-width ≤ {100 * CI_GOAL:.0f} % of the median)."))]
     if missed:
         blocks.append(Paragraph(text("Missed (per image / per batch half-width):")))
-        blocks.append(_table(["model", "config", "device", "per image", "per batch"], [
+        blocks.append(table(["model", "config", "device", "per image", "per batch"], [
             [c["model"], c["config"], c["device"]] + [
                 f"±{100 * c['timing'][u]['rel_half_width']:.1f} %" if u in c["timing"] else "—"
                 for u in ("image", "batch")]

@@ -3,29 +3,17 @@ configurations (the oracle's comparison, counted the paper's way)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..oracle import compare
 from .cells import Cell
-from .configs import BOOTSTRAP_RESAMPLES, OPT_TABLES, Config
+from .configs import OPT_TABLES, PHOTOGRAPHS, SYNTHETIC, Config
+from .intervals import median_ci, wilson_ci
 
-def median_ci(samples: Sequence[float], seed: int = 0,
-              resamples: int = BOOTSTRAP_RESAMPLES) -> dict[str, float]:
-    """The median of ``samples`` with a seeded 95 % percentile-bootstrap confidence interval."""
-    a = np.asarray(samples, dtype=np.float64)
-    if a.size == 0:
-        raise ValueError("no samples")
-    rng = np.random.default_rng(seed)
-    medians = np.median(a[rng.integers(0, a.size, size=(resamples, a.size))], axis=1)
-    lo, hi = np.quantile(medians, [0.025, 0.975])
-    med = float(np.median(a))
-    half = float(hi - lo) / 2
-    return {"median": med, "ci_low": float(lo), "ci_high": float(hi), "half_width": half,
-            "rel_half_width": half / med if med > 0 else math.inf, "samples": int(a.size)}
-
+__all__ = ["median_ci", "label_metrics", "accuracy", "fill_metrics", "opt_spread",
+           "corpus_kinds"]
 
 def label_metrics(ref: np.ndarray, out: np.ndarray) -> dict[str, Any]:
     """Top-1 and top-5 agreement of ``out`` with ``ref`` (from oracle.compare)."""
@@ -33,8 +21,10 @@ def label_metrics(ref: np.ndarray, out: np.ndarray) -> dict[str, Any]:
     # The paper counts every changed top-1 label; the oracle splits them into flips and near-tie
     # flips (reference margin below its tie_margin), and both are kept in the record.
     changes = cmp.flips + cmp.tie_flips
+    lo, hi = wilson_ci(changes, cmp.images)
     return {"images": cmp.images, "label_changes": changes,
             "label_change_pct": 100.0 * changes / cmp.images if cmp.images else 0.0,
+            "label_change_ci95": [100.0 * lo, 100.0 * hi],
             "flips": cmp.flips, "tie_flips": cmp.tie_flips, "nan": cmp.nan,
             "top5_jaccard": cmp.top5_agreement, "kendall_tau": cmp.kendall_tau,
             "max_abs_diff": cmp.max_abs_diff}
@@ -47,11 +37,26 @@ def accuracy(logits: np.ndarray, labels: Sequence[int | None] | None) -> float |
     return float(np.mean([p == t for p, t in known])) if known else None
 
 
+def corpus_kinds(corpus: Any) -> dict[str, list[int]]:
+    """The corpus's image indices split into the shipped real photographs and the rest
+    (synthetic), when it holds both; ``{}`` when it is one kind only (nothing to report apart)."""
+    names = list(getattr(corpus, "names", ()))
+    photos = [i for i, n in enumerate(names) if n.startswith("corpora/natural/")]
+    rest = [i for i in range(len(names)) if i not in set(photos)]
+    return {PHOTOGRAPHS: photos, SYNTHETIC: rest} if photos and rest else {}
+
+
+def _by_kind(kinds: dict[str, list[int]], ref: np.ndarray, out: np.ndarray) -> dict[str, Any]:
+    return {kind: label_metrics(ref[idx], out[idx]) for kind, idx in kinds.items()}
+
+
 def fill_metrics(cells: list[Cell], configs: list[Config], corpus: Any, weights: str) -> None:
     """Label metrics of every cell against its baseline (its side's source on CPU), plus for
-    CUDA cells against the same configuration on CPU, plus with real weights twin against Keras."""
+    CUDA cells against the same configuration on CPU, plus with real weights twin against Keras;
+    where the corpus mixes the shipped photographs with synthetic images, each kind apart too."""
     by = {(c.model, c.config, c.device): c for c in cells}
     cfg_of = {c.key: c for c in configs}
+    kinds = corpus_kinds(corpus)
     for cell in cells:
         if cell.status != "ok" or cell.kept:  # a kept cell's metrics came with it
             continue
@@ -61,6 +66,8 @@ def fill_metrics(cells: list[Cell], configs: list[Config], corpus: Any, weights:
             cell.metrics["vs_baseline"] = None
         else:
             cell.metrics["vs_baseline"] = label_metrics(base.logits, cell.logits)
+            if kinds:  # real photographs and synthetic images, reported apart
+                cell.metrics["vs_baseline_by_kind"] = _by_kind(kinds, base.logits, cell.logits)
         cell.metrics["accuracy"] = accuracy(cell.logits, corpus.labels)  # type: ignore[arg-type]
         if cell.device != "cpu":
             cpu = by.get((cell.model, cell.config, "cpu"))
@@ -82,17 +89,21 @@ def opt_spread(cells: list[Cell], models: Sequence[str], devices: Sequence[str])
             for title, cols in OPT_TABLES.items():
                 ok = [by[(model, k, device)] for k, _ in cols
                       if (model, k, device) in by and by[(model, k, device)].status == "ok"]
-                worst, pair = None, None
+                worst: dict[str, Any] | None = None
+                pair = None
                 for i, a in enumerate(ok):
                     for b in ok[i + 1:]:
                         if _side(a) != _side(b):  # a table may hold both; they share no model
                             continue
-                        pct = label_metrics(a.logits, b.logits)["label_change_pct"]  # type: ignore[arg-type]
-                        if worst is None or pct > worst:
-                            worst, pair = pct, [a.config, b.config]
+                        m = label_metrics(a.logits, b.logits)  # type: ignore[arg-type]
+                        if worst is None or m["label_change_pct"] > worst["label_change_pct"]:
+                            worst, pair = m, [a.config, b.config]
                 out.setdefault(model, {}).setdefault(device, {})[title] = {
                     "configs": [c.config for c in ok],
-                    "max_pairwise_label_change_pct": worst, "pair": pair}
+                    "max_pairwise_label_change_pct": worst and worst["label_change_pct"],
+                    "label_changes": worst and worst["label_changes"],
+                    "images": worst and worst["images"],
+                    "label_change_ci95": worst and worst["label_change_ci95"], "pair": pair}
     return out
 
 

@@ -141,6 +141,14 @@ def cases(tmp: Path) -> list[tuple[str, list[str], str]]:
         ("a study to resume made with other settings", [
             "study", "--models", "tiny_keras", "--images", natural, "--repeats", "2",
             "--out", str(other_settings), "--resume"], "repeats = 10"),
+        ("an unknown study configuration", ["study", "--models", "tiny_keras", "--images",
+                                            natural, "--configs", "onnx-tvm,tvm-O9",
+                                            "--out", str(tmp / "unknown-config-study")],
+         "unknown configuration 'tvm-O9'"),
+        ("an empty list of study configurations", ["study", "--models", "tiny_keras",
+                                                   "--configs", " , ", "--out",
+                                                   str(tmp / "no-config-study")],
+         "--configs needs at least one name"),
         ("unknown step", ["run", str(write(tmp / "p1.json", json.dumps(
             {"model": "tiny_keras", "steps": [{"step": "acme.nope"}], "runtime": {"name": "ort"}})))],
          "unknown step"),

@@ -164,6 +164,25 @@ def test_timing_has_repeats_and_confidence_intervals(study: dict[str, Any]) -> N
         assert r["meets_ci_goal"] == str(float(r["ci_half_width_pct"]) <= 2.0)
 
 
+def test_timing_is_interleaved_in_rounds_with_a_control_pair(study: dict[str, Any]) -> None:
+    rounds = study["timing_rounds"]["tiny_keras"]["cpu"]
+    ok_cpu = {c["config"] for c in study["cells"] if c["device"] == "cpu" and c["status"] == "ok"}
+    assert rounds["rounds"] == REPEATS and len(rounds["orders"]) == REPEATS
+    assert all(set(o) == ok_cpu | {"keras-rebuilt"} for o in rounds["orders"])
+    control = study["timing_control"]["tiny_keras"]["cpu"]
+    assert control["config"] == "keras-rebuilt" and control["of"] == "keras"
+    assert control["ratio"]["rounds"] == REPEATS and control["reads_one"] in (True, False)
+    by_key = {c["key"]: c for c in study["configurations"]}
+    for c in study["cells"]:
+        if c["device"] == "cpu" and c["config"] in ok_cpu and c["timing"].get("rounds") \
+                and by_key[c["config"]]["baseline"] != c["config"]:
+            assert c["timing"]["ratio"]["to"] == by_key[c["config"]]["baseline"]
+            r = c["timing"]["ratio"]["image"]
+            assert r["ci_low"] <= r["ratio"] <= r["ci_high"]
+    md = (study["_out"] / "study.md").read_text()
+    assert "**Control pair**" in md and "`keras-rebuilt` / `keras`" in md
+
+
 def test_plots_are_png_files(study: dict[str, Any]) -> None:
     from PIL import Image
 
@@ -198,7 +217,8 @@ def test_gpu_column_says_not_measured(study: dict[str, Any]) -> None:
     assert "| tiny_keras | cuda | not measured |" in md
     assert "| tiny_keras | cuda | not applicable | not applicable | not measured |" in md
     device_claim = next(c for c in study["paper"] if "device" in c["claim"])
-    assert device_claim["verdict"] == "not measured"
+    assert device_claim["verdict"] == "not measurable here"
+    assert device_claim["why"] == "no GPU on this machine"
 
 
 def _resume(study: dict[str, Any], store_dir: Path, out: Path, edit: Any = None) -> dict[str, Any]:

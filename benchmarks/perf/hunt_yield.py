@@ -45,7 +45,7 @@ BEGIN, END = "<!-- hunt-yield:begin -->", "<!-- hunt-yield:end -->"
 BASELINE = "a41b3f6"  # the hunt before measured costs, probes and risk order
 
 
-def _fuzzconv(tree: Path, args: list[str], log: Path) -> dict[str, Any]:
+def _fuzzconv(tree: Path, args: list[str], log: Path) -> Any:
     env = dict(os.environ, PYTHONPATH=str(tree))
     t0 = time.time()
     with open(log, "w") as f:
@@ -54,7 +54,8 @@ def _fuzzconv(tree: Path, args: list[str], log: Path) -> dict[str, Any]:
     if res.returncode != 0:
         raise SystemExit(f"fuzzconv {' '.join(args)} failed ({res.returncode}); see {log}")
     out = json.loads(res.stdout)
-    out["wall_s"] = round(time.time() - t0, 1)
+    if isinstance(out, dict):  # a hunt (``models --check`` gives a list)
+        out["wall_s"] = round(time.time() - t0, 1)
     return out
 
 

@@ -27,6 +27,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from .canonical import canonical_json
 from .pipeline import Pipeline, Step
 from .zoo import ModelSpec, get_model
 
@@ -130,7 +131,7 @@ class Measurement:
 
 
 def params_key(params: dict[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True, separators=(",", ":"))
+    return canonical_json(params)
 
 
 class CostModel:

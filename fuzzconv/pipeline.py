@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .canonical import canonical_json
 from .errors import UsageError
 from .registry import Registry
 
@@ -29,7 +30,7 @@ def device_available(device: str) -> bool:
 
 
 def _freeze(params: dict[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True, separators=(",", ":"))
+    return canonical_json(params)
 
 
 @dataclass(frozen=True, order=True)
@@ -154,7 +155,7 @@ class Pipeline:
         }
 
     def canonical_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return canonical_json(self.to_dict())
 
     @property
     def hash(self) -> str:

@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+from .canonical import canonical_json
 from .errors import UsageError
 from .liveness import shown_status, this_process
 
@@ -277,7 +278,7 @@ class Store:
         self.db.executemany(
             "INSERT INTO costs (model, op, params, kind, seconds, campaign, created)"
             " VALUES (?,?,?,?,?,?,?)",
-            [(model, r["op"], json.dumps(r["params"], sort_keys=True, separators=(",", ":")),
+            [(model, r["op"], canonical_json(r["params"]),
               r["kind"], float(r["seconds"]), cid, now) for r in rows])
 
     def costs(self, before: float | None = None) -> list[tuple[str, str, str, str, float]]:

@@ -37,8 +37,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from results_section import write_section  # benchmarks/perf/, beside this script
+
 ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 BEGIN, END = "<!-- generated-yield:begin -->", "<!-- generated-yield:end -->"
 
 #: Runs a script as ``__main__`` with fuzzconv made unimportable.
@@ -191,12 +192,7 @@ def main() -> None:
     text = markdown(rows, a.budget)
     print(text)
     if not a.no_write:
-        old = RESULTS.read_text()
-        if BEGIN in old:
-            old = old[:old.index(BEGIN)] + text + old[old.index(END) + len(END):]
-        else:
-            old = old.rstrip() + "\n\n" + text + "\n"
-        RESULTS.write_text(old)
+        write_section(text, BEGIN, END)
     if a.work is None:
         shutil.rmtree(work, ignore_errors=True)
 

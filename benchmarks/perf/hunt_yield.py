@@ -39,8 +39,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from results_section import write_section  # benchmarks/perf/, beside this script
+
 ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 BEGIN, END = "<!-- hunt-yield:begin -->", "<!-- hunt-yield:end -->"
 BASELINE = "a41b3f6"  # the hunt before measured costs, probes and risk order
 
@@ -217,12 +218,7 @@ def main() -> None:
     text = markdown(rows, a.budget)
     print(text)
     if not a.no_write:
-        old = RESULTS.read_text()
-        if BEGIN in old:
-            old = old[:old.index(BEGIN)] + text + old[old.index(END) + len(END):]
-        else:
-            old = old.rstrip() + "\n\n" + text + "\n"
-        RESULTS.write_text(old)
+        write_section(text, BEGIN, END)
     if a.work is None:
         shutil.rmtree(work, ignore_errors=True)
 

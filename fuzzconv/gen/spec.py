@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..canonical import canonical_json
 from ..errors import UsageError
 from .vocabulary import FRAMEWORKS, KINDS, Invalid, Shape
 
@@ -35,7 +36,7 @@ class SpecError(UsageError):
 
 
 def _freeze(attrs: dict[str, Any]) -> str:
-    return json.dumps(attrs, sort_keys=True, separators=(",", ":"))
+    return canonical_json(attrs)
 
 
 @dataclass(frozen=True, order=True)
@@ -110,7 +111,7 @@ class GenSpec:
                 "classes": self.classes, "layers": [layer.to_dict() for layer in self.layers]}
 
     def canonical_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return canonical_json(self.to_dict())
 
     @property
     def digest(self) -> str:

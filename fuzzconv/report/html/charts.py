@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ...canonical import canonical_json
 from .page import esc
 
 #: Timing stages as the executor records them, with their chart colours.
@@ -79,7 +80,7 @@ def flip_rates(evals: list[dict[str, Any]]) -> tuple[dict[str, tuple[float, int,
         for name, params in {(n, json.dumps(ps, sort_keys=True)) for n, ps in elements}:
             by_step[name].append(fr)
             for k, v in json.loads(params).items():
-                value = json.dumps(v, sort_keys=True, separators=(",", ":"))
+                value = canonical_json(v)
                 by_param[f"{name}: {k}={value}"].append(fr)
 
     def agg(d: dict[str, list[float | None]]) -> dict[str, tuple[float, int, int]]:

@@ -65,7 +65,8 @@ def _read_store(store: Path) -> dict[str, Any]:
     started = db.execute("SELECT started FROM campaigns").fetchone()[0]
     findings = [dict(json.loads(d), first_seen=fs) for d, fs in
                 db.execute("SELECT data, first_seen FROM findings ORDER BY first_seen")]
-    evals = [json.loads(o) for (o,) in db.execute("SELECT outcome FROM evaluations")]
+    evals = [dict(json.loads(o), symptom=sym) for o, sym in
+             db.execute("SELECT outcome, symptom FROM evaluations")]
     db.close()
 
     def minimized(f: dict[str, Any]) -> bool:
@@ -74,7 +75,9 @@ def _read_store(store: Path) -> dict[str, Any]:
 
     flips = [f for f in findings if f["symptom"] == "label_flip"]
     done = [f for f in flips if minimized(f)]
-    probe = [e for e in evals if e.get("probe") and not e["probe"].get("escalated")]
+    # judged on the probe alone: agreed there (or only slower), never sent on to the corpus
+    probe = [e for e in evals if e.get("probe") and not e["probe"].get("escalated")
+             and e["symptom"] in (None, "slowdown")]
     return {
         "findings": len(findings),
         "by_symptom": {s: sum(f["symptom"] == s for f in findings)
@@ -105,11 +108,13 @@ def _overturned(store: Path, n: int) -> dict[str, int]:
     db = sqlite3.connect(store / "fuzzconv.sqlite")
     cfg = HuntConfig(**json.loads(db.execute("SELECT config FROM campaigns").fetchone()[0]))
     rows = [(json.loads(p), json.loads(o), json.loads(t)) for p, o, t in
-            db.execute("SELECT pipeline, outcome, timings FROM evaluations")]
+            db.execute("SELECT pipeline, outcome, timings FROM evaluations WHERE symptom IS NULL")]
     db.close()
+    # the verdicts to check: "agrees", on the probe alone
     probe = [(p, t) for p, o, t in rows if o.get("probe") and not o["probe"].get("escalated")]
     probe.sort(key=lambda r: sum(v for k, v in r[1].items() if k in ("convert", "compile", "infer")))
     checked = overturned = 0
+    which: list[str] = []
     with open_session(store, weights=cfg.weights) as ex:
         ev = Evaluator(ex, cfg.model, select(cfg.images_dir, cfg.images),
                        Thresholds(**cfg.thresholds), probe_size=cfg.probe,
@@ -117,8 +122,11 @@ def _overturned(store: Path, n: int) -> dict[str, int]:
         for p, _t in probe[:n]:
             out = ev.outcome(Pipeline.from_dict(p, ex.registry), staged=False)
             checked += 1
-            overturned += out.symptom not in (None, "slowdown")
-    return {"checked": checked, "overturned": overturned, "probe_only": len(probe)}
+            if out.symptom not in (None, "slowdown"):
+                overturned += 1
+                which.append(f"{out.pipeline.brief(ex.registry)}: {out.verdict()}")
+    return {"checked": checked, "overturned": overturned, "probe_only": len(probe),
+            "which": which}
 
 
 def _prepare(tree: Path, model: str, work: Path) -> None:
@@ -193,7 +201,8 @@ def markdown(rows: list[dict[str, Any]], budget: str) -> str:
         if o:
             lines.append(f"- {r['model']}: {o['probe_only']} evaluations were judged on the probe "
                          f"alone; {o['checked']} of them (cheapest first) judged again on the "
-                         f"whole corpus: {o['overturned']} overturned.")
+                         f"whole corpus: {o['overturned']} overturned"
+                         + (f" ({'; '.join(o['which'])})." if o.get("which") else "."))
     lines += ["", END]
     return "\n".join(lines)
 

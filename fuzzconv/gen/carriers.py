@@ -153,6 +153,11 @@ REFUSING_WORDS = re.compile(r"not (?:yet )?(?:supported|implemented)|unsupported
                             r"|neither a custom op nor a flex op", re.IGNORECASE)
 
 
+#: What names one model or one trace in a converter's message (``gen_keras_86c74dae79_1``,
+#: ``__inference_function_248759``).
+MODEL_NAMES = re.compile(r"gen_(?:keras|torch)_[0-9a-f]+(?:_\d+)?|__inference_\w+?_\d+")
+
+
 def refusal(failure: dict[str, Any] | None) -> str | None:
     """Why a failure is a converter refusing an operator it does not support (a limitation
     nobody declared yet), in one line; None for anything else (a crash that is a finding)."""
@@ -161,6 +166,8 @@ def refusal(failure: dict[str, Any] | None) -> str | None:
     message = (failure.get("message") or "").strip()
     if failure.get("error_class") in REFUSING_ERRORS or REFUSING_WORDS.search(message):
         first = message.splitlines()[0] if message else ""
+        # one line per refusal, not per model: drop the model's and the trace's own names
+        first = MODEL_NAMES.sub("<model>", first)
         return f"{failure.get('step')} refused: {failure.get('error_class')}: {first[:200]}"
     return None
 

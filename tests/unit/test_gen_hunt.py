@@ -125,3 +125,9 @@ def test_a_converter_refusing_an_operator_is_a_limitation_and_a_crash_is_a_findi
     assert refusal({"symptom": "timeout", "error_class": "Timeout", "message": "not supported"}) \
         is None
     assert refusal(None) is None
+    # one line for one refusal, whichever model met it
+    tflite = ('Could not translate MLIR to FlatBuffer: loc(fused["Conv2DBackpropInput:", '
+              '"{}/l4_conv_transpose_1/conv_transpose@__inference_function_{}"]): neither a custom '
+              'op nor a flex op')
+    assert refusal(crash("ConverterError", tflite.format("gen_keras_86c74dae79_1", 248759))) == \
+        refusal(crash("ConverterError", tflite.format("gen_keras_390b0e37ae_1", 321726)))

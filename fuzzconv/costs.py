@@ -91,7 +91,29 @@ PRIOR_ADJUSTMENTS: dict[tuple[str, str, str, str], tuple[float, float]] = {
     ("step", "keras.tflite", "optimizations", '["DEFAULT"]'): (0.0, 2.0),
     # tuned schedules: within a few times ONNX Runtime instead of fifty (benchmarks/RESULTS.md)
     ("image", "tvm", "after.tuning", '"metaschedule"'): (0.0, 0.2),
+    # LLVM at -O0: resnet101v2's probe took 183 s against 24-34 s for its sibling targets
+    ("image", "tvm", "after.target", '{"kind": "llvm", "opt-level": 0}'): (0.0, 6.0),
 }
+# They also carry an estimate over from measurements made with other values of the parameter.
+
+
+def _value(v: Any) -> str:
+    return json.dumps(v, sort_keys=True)
+
+
+def adjusted(kind: str, op: str, seconds: float, had: dict[str, Any],
+             want: dict[str, Any]) -> float:
+    """``seconds`` measured with parameters ``had``, carried over to parameters ``want`` by the
+    :data:`PRIOR_ADJUSTMENTS` of the values in which they differ."""
+    for param, value in had.items():
+        extra, factor = PRIOR_ADJUSTMENTS.get((kind, op, param, _value(value)), (0.0, 1.0))
+        if (extra, factor) != (0.0, 1.0) and _value(want.get(param)) != _value(value):
+            seconds = max(seconds - extra, 0.0) / factor
+    for param, value in want.items():
+        extra, factor = PRIOR_ADJUSTMENTS.get((kind, op, param, _value(value)), (0.0, 1.0))
+        if (extra, factor) != (0.0, 1.0) and _value(had.get(param)) != _value(value):
+            seconds = seconds * factor + extra
+    return seconds
 
 
 def run_params(runtime: Step, after: Step | None) -> dict[str, Any]:
@@ -150,7 +172,7 @@ class CostModel:
         self._extra: dict[tuple[str, str], tuple[float, str] | None] = {}
         self._exact: dict[tuple[str, str, str], list[float]] = {}
         self._made: dict[tuple[str, str, str], list[float]] = {}  # by the producing step
-        self._op: dict[tuple[str, str], list[float]] = {}
+        self._op: dict[tuple[str, str], list[tuple[float, str]]] = {}
         self._other: dict[tuple[str, str], list[tuple[float, str]]] = {}
         for m in measurements:
             self.add(m)
@@ -159,7 +181,7 @@ class CostModel:
         if m.model == self.model:
             self._exact.setdefault((m.kind, m.op, m.params), []).append(m.seconds)
             self._made.setdefault((m.kind, m.op, _after_part(m.params)), []).append(m.seconds)
-            self._op.setdefault((m.kind, m.op), []).append(m.seconds)
+            self._op.setdefault((m.kind, m.op), []).append((m.seconds, m.params))
             return
         try:
             other = get_model(m.model)
@@ -180,7 +202,9 @@ class CostModel:
             return Estimate(statistics.median(made), "measured (same artifact, other parameters)")
         same = self._op.get((kind, op))
         if same:
-            return Estimate(statistics.median(same), "measured (other parameters)")
+            return Estimate(statistics.median(adjusted(kind, op, sec, json.loads(had), params)
+                                              for sec, had in same),
+                            "measured (other parameters)")
         other = self._other.get((kind, op))
         if other:
             models = sorted({m for _, m in other})
@@ -189,7 +213,7 @@ class CostModel:
         prior = PRIORS[kind].get(op) or PRIORS[kind]["*"]
         seconds = prior.seconds(size_of(self.spec, kind))
         for param, value in params.items():
-            extra, factor = PRIOR_ADJUSTMENTS.get((kind, op, param, json.dumps(value)), (0.0, 1.0))
+            extra, factor = PRIOR_ADJUSTMENTS.get((kind, op, param, _value(value)), (0.0, 1.0))
             seconds = seconds * factor + extra
         return Estimate(seconds, "prior from model size")
 

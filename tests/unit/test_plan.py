@@ -160,3 +160,26 @@ def test_a_tuned_build_before_tuning_costs_its_tuning_budget(monkeypatch):
     assert e.seconds >= tuning.BUILD_BUDGET_S and "not tuned" in e.basis
     monkeypatch.setattr(tuning, "tuned_for", lambda model, target="llvm": True)
     assert CostModel("resnet101v2", registry=reg).step(tuned).seconds < 60
+
+
+def test_a_build_setting_never_run_carries_what_is_declared_about_it_over_from_the_others():
+    from fuzzconv.costs import params_key, run_params
+    from fuzzconv.pipeline import Step
+
+    rt = Step.make("tvm", {})
+    plain = Step.make("tvm.build", {"target": "llvm", "tuning": "none"})
+    tuned = Step.make("tvm.build", {"target": "llvm", "tuning": "metaschedule"})
+    rows = [Measurement("resnet101v2", "tvm", params_key(run_params(rt, plain)), "image", 3.5)]
+    m = CostModel("resnet101v2", rows)
+    # LLVM at -O0 makes code several times slower; a new fast-math target, nothing declared
+    o0 = Step.make("tvm.build", {"target": {"kind": "llvm", "opt-level": 0}, "tuning": "none"})
+    fast = Step.make("tvm.build", {"target": {"kind": "llvm", "fast-math": True}, "tuning": "none"})
+    def per_image(model: CostModel, after: Step) -> float:
+        return model.estimate("image", "tvm", run_params(rt, after)).seconds
+
+    assert per_image(m, fast) == 3.5
+    assert per_image(m, o0) == 6 * 3.5
+    # and from a tuned library's runs to an untuned one's, the other way round
+    m2 = CostModel("resnet101v2", [Measurement(
+        "resnet101v2", "tvm", params_key(run_params(rt, tuned)), "image", 0.7)])
+    assert per_image(m2, plain) == 0.7 / 0.2 and per_image(m2, tuned) == 0.7

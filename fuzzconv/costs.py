@@ -211,10 +211,8 @@ class CostModel:
             return Estimate(statistics.median(s for s, _ in other),
                             f"measured on {', '.join(models)}, scaled by size")
         prior = PRIORS[kind].get(op) or PRIORS[kind]["*"]
-        seconds = prior.seconds(size_of(self.spec, kind))
-        for param, value in params.items():
-            extra, factor = PRIOR_ADJUSTMENTS.get((kind, op, param, _value(value)), (0.0, 1.0))
-            seconds = seconds * factor + extra
+        # a prior is for no parameter in particular: every declared adjustment applies
+        seconds = adjusted(kind, op, prior.seconds(size_of(self.spec, kind)), {}, params)
         return Estimate(seconds, "prior from model size")
 
     def step(self, s: Step) -> Estimate:

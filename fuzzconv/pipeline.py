@@ -29,10 +29,6 @@ def device_available(device: str) -> bool:
     return bool(glob.glob("/dev/nvidia[0-9]*")) and shutil.which("nvidia-smi") is not None
 
 
-def _freeze(params: dict[str, Any]) -> str:
-    return canonical_json(params)
-
-
 @dataclass(frozen=True, order=True)
 class Step:
     """One application of a registered step or runtime with canonical parameters."""
@@ -46,7 +42,7 @@ class Step:
 
     @classmethod
     def make(cls, name: str, params: dict[str, Any] | None = None) -> "Step":
-        return cls(name, _freeze(params or {}))
+        return cls(name, canonical_json(params or {}))
 
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.name, "params": self.params}

@@ -27,17 +27,15 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from results_section import write_section  # benchmarks/perf/, beside this script
+from results_section import add_output_options, publish, work_dir  # benchmarks/perf/, beside this script
 
 ROOT = Path(__file__).resolve().parents[2]
 BEGIN, END = "<!-- generated-yield:begin -->", "<!-- generated-yield:end -->"
@@ -180,21 +178,11 @@ def main() -> None:
     ap.add_argument("--budget", default="60m")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-bundles", action="store_true")
-    ap.add_argument("--work", type=Path, default=None)
-    ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--no-write", action="store_true")
+    add_output_options(ap)
     a = ap.parse_args()
-    work = a.work or Path(tempfile.mkdtemp(prefix="generated-yield-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir(a, "generated-yield-")
     rows = run(a.families.split(","), a.budget, a.seed, not a.no_bundles, work)
-    if a.json:
-        a.json.write_text(json.dumps(rows, indent=1))
-    text = markdown(rows, a.budget)
-    print(text)
-    if not a.no_write:
-        write_section(text, BEGIN, END)
-    if a.work is None:
-        shutil.rmtree(work, ignore_errors=True)
+    publish(a, rows, markdown(rows, a.budget), BEGIN, END, work)
 
 
 if __name__ == "__main__":

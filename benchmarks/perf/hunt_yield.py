@@ -30,16 +30,14 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from results_section import write_section  # benchmarks/perf/, beside this script
+from results_section import add_output_options, publish, work_dir  # benchmarks/perf/, beside this script
 
 ROOT = Path(__file__).resolve().parents[2]
 BEGIN, END = "<!-- hunt-yield:begin -->", "<!-- hunt-yield:end -->"
@@ -214,22 +212,12 @@ def main() -> None:
     ap.add_argument("--baseline", default=BASELINE)
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--overturn", type=int, default=12)
-    ap.add_argument("--work", type=Path, default=None)
-    ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--no-write", action="store_true")
+    add_output_options(ap)
     a = ap.parse_args()
-    work = a.work or Path(tempfile.mkdtemp(prefix="hunt-yield-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir(a, "hunt-yield-")
     rows = run(a.models.split(","), a.budget, None if a.no_baseline else a.baseline,
                a.overturn, work)
-    if a.json:
-        a.json.write_text(json.dumps(rows, indent=1))
-    text = markdown(rows, a.budget)
-    print(text)
-    if not a.no_write:
-        write_section(text, BEGIN, END)
-    if a.work is None:
-        shutil.rmtree(work, ignore_errors=True)
+    publish(a, rows, markdown(rows, a.budget), BEGIN, END, work)
 
 
 if __name__ == "__main__":

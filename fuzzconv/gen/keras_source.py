@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .checked import as_int, as_number, one_of, pair
+
 #: Scalar operands of the element-wise kinds, by operation.
 SCALARS = {"add": 0.5, "sub": 0.5, "mul": 1.5, "div": 2.0, "min": 0.5, "max": -0.5}
 OPS = {"add": "ops.add", "sub": "ops.subtract", "mul": "ops.multiply", "div": "ops.divide",
@@ -28,63 +30,39 @@ ACTIVATIONS = {"relu": ("ReLU", ""), "relu6": ("ReLU", "6.0, "),
 NHWC_AXIS = {"channels": 3, "height": 1, "width": 2}
 
 
-def _int(v: Any) -> int:
-    if type(v) is not int:
-        raise ValueError(f"expected an integer, got {v!r}")
-    return v
-
-
-def _num(v: Any) -> float:
-    if type(v) not in (int, float):
-        raise ValueError(f"expected a number, got {v!r}")
-    return float(v)
-
-
-def _one_of(v: Any, allowed: Any) -> Any:
-    if v not in allowed:
-        raise ValueError(f"{v!r} is not one of {sorted(map(str, allowed))}")
-    return v
-
-
-def _kernel(k: Any) -> str:
-    if isinstance(k, list):
-        return f"({_int(k[0])}, {_int(k[1])})"
-    return f"({_int(k)}, {_int(k)})"
-
-
 def _conv(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
     lines = []
-    padding = _one_of(a["padding"], ("valid", "same", "explicit"))
+    padding = one_of(a["padding"], ("valid", "same", "explicit"))
     if padding == "explicit":
-        t, b, lf, r = (_int(v) for v in a["pads"])
+        t, b, lf, r = (as_int(v) for v in a["pads"])
         lines.append(f"{x}p = layers.ZeroPadding2D((({t}, {b}), ({lf}, {r})), "
                      f"name='l{i}_pad')({x})")
         x, padding = f"{x}p", "valid"
-    common = (f"strides={_int(a['stride'])}, padding={padding!r}, "
-              f"dilation_rate={_int(a['dilation'])}, use_bias={bool(a['bias'])}")
-    cin, cout = _int(shape["in"][0]), _int(shape["out"][0])
+    common = (f"strides={as_int(a['stride'])}, padding={padding!r}, "
+              f"dilation_rate={as_int(a['dilation'])}, use_bias={bool(a['bias'])}")
+    cin, cout = as_int(shape["in"][0]), as_int(shape["out"][0])
     if a["groups"] == "depthwise":
-        lines.append(f"t{i} = layers.DepthwiseConv2D({_kernel(a['kernel'])}, "
+        lines.append(f"t{i} = layers.DepthwiseConv2D({pair(a['kernel'])}, "
                      f"depth_multiplier={cout // cin}, {common}, name='l{i}_conv')({x})")
     else:
-        lines.append(f"t{i} = layers.Conv2D({cout}, {_kernel(a['kernel'])}, "
-                     f"groups={_int(a['groups'])}, {common}, name='l{i}_conv')({x})")
+        lines.append(f"t{i} = layers.Conv2D({cout}, {pair(a['kernel'])}, "
+                     f"groups={as_int(a['groups'])}, {common}, name='l{i}_conv')({x})")
     return lines
 
 
 def _conv_transpose(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
-    op = _int(a["output_padding"])
-    return [f"t{i} = layers.Conv2DTranspose({_int(a['filters'])}, {_kernel(a['kernel'])}, "
-            f"strides={_int(a['stride'])}, padding={_one_of(a['padding'], ('valid', 'same'))!r}, "
-            f"output_padding={op or None}, dilation_rate={_int(a['dilation'])}, "
+    op = as_int(a["output_padding"])
+    return [f"t{i} = layers.Conv2DTranspose({as_int(a['filters'])}, {pair(a['kernel'])}, "
+            f"strides={as_int(a['stride'])}, padding={one_of(a['padding'], ('valid', 'same'))!r}, "
+            f"output_padding={op or None}, dilation_rate={as_int(a['dilation'])}, "
             f"name='l{i}_conv_transpose')({x})"]
 
 
 def _pool(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
-    cls = {"max": "MaxPooling2D", "avg": "AveragePooling2D"}[_one_of(a["op"], ("max", "avg"))]
-    k = _int(a["size"])
-    return [f"t{i} = layers.{cls}(({k}, {k}), strides={_int(a['stride'])}, "
-            f"padding={_one_of(a['padding'], ('valid', 'same'))!r}, name='l{i}_pool')({x})"]
+    cls = {"max": "MaxPooling2D", "avg": "AveragePooling2D"}[one_of(a["op"], ("max", "avg"))]
+    k = as_int(a["size"])
+    return [f"t{i} = layers.{cls}(({k}, {k}), strides={as_int(a['stride'])}, "
+            f"padding={one_of(a['padding'], ('valid', 'same'))!r}, name='l{i}_pool')({x})"]
 
 
 def _global_pool(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
@@ -93,26 +71,26 @@ def _global_pool(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> li
 
 
 def _resize(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
-    mode = _one_of(a["mode"], ("nearest", "bilinear", "bicubic"))
-    f = _num(a["factor"])
+    mode = one_of(a["mode"], ("nearest", "bilinear", "bicubic"))
+    f = as_number(a["factor"])
     if a["by"] == "scale" and f >= 1 and f == int(f) and not a["antialias"]:
         return [f"t{i} = layers.UpSampling2D(({int(f)}, {int(f)}), interpolation={mode!r}, "
                 f"name='l{i}_resize')({x})"]
-    oh, ow = _int(shape["out"][1]), _int(shape["out"][2])
+    oh, ow = as_int(shape["out"][1]), as_int(shape["out"][2])
     return [f"t{i} = layers.Resizing({oh}, {ow}, interpolation={mode!r}, "
             f"antialias={bool(a['antialias'])}, name='l{i}_resize')({x})"]
 
 
 def _norm(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
-    eps = _num(a["epsilon"])
-    kind = _one_of(a["type"], ("batch", "layer", "group", "instance"))
+    eps = as_number(a["epsilon"])
+    kind = one_of(a["type"], ("batch", "layer", "group", "instance"))
     if kind == "batch":
         layer = f"layers.BatchNormalization(epsilon={eps}"
     elif kind == "layer":
         axis = "[1, 2, 3]" if a["over"] == "all" and len(shape["in"]) == 3 else "-1"
         layer = f"layers.LayerNormalization(axis={axis}, epsilon={eps}"
     else:
-        groups = _int(a["groups"]) if kind == "group" else -1
+        groups = as_int(a["groups"]) if kind == "group" else -1
         layer = f"layers.GroupNormalization(groups={groups}, epsilon={eps}"
     return [f"t{i} = {layer}, name='l{i}_norm')({x})"]
 
@@ -123,26 +101,26 @@ def _act(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
         cls, args = ACTIVATIONS[fn]
         return [f"t{i} = layers.{cls}({args}name='l{i}_act')({x})"]
     if fn == "leaky_relu":
-        return [f"t{i} = layers.LeakyReLU(negative_slope={_num(a['alpha'])}, "
+        return [f"t{i} = layers.LeakyReLU(negative_slope={as_number(a['alpha'])}, "
                 f"name='l{i}_act')({x})"]
     if fn == "elu":
-        return [f"t{i} = layers.ELU(alpha={_num(a['alpha'])}, name='l{i}_act')({x})"]
+        return [f"t{i} = layers.ELU(alpha={as_number(a['alpha'])}, name='l{i}_act')({x})"]
     if fn == "gelu":
         return [f"t{i} = ops.gelu({x}, approximate={bool(a['approximate'])})"]
-    _one_of(fn, ("clip",))
-    lo, hi = (_num(v) for v in a["bounds"])
+    one_of(fn, ("clip",))
+    lo, hi = (as_number(v) for v in a["bounds"])
     return [f"t{i} = ops.clip({x}, {lo}, {hi})"]
 
 
 def _binary(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
-    op = _one_of(a["op"], OPS)
-    operand = _one_of(a["operand"], ("skip", "channel", "spatial", "scalar"))
+    op = one_of(a["op"], OPS)
+    operand = one_of(a["operand"], ("skip", "channel", "spatial", "scalar"))
     lines = []
     if operand == "scalar":
         y = repr(SCALARS[op])
     else:
         y = f"t{i}y"
-        source = {"skip": f"t{_int(a['other'])}",
+        source = {"skip": f"t{as_int(a['other'])}",
                   "channel": f"ops.mean({x}, axis=[1, 2], keepdims=True)",
                   "spatial": f"ops.mean({x}, axis=-1, keepdims=True)"}[operand]
         if op == "div":  # a denominator that stays away from zero
@@ -152,13 +130,13 @@ def _binary(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[st
 
 
 def _concat(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
-    axis = NHWC_AXIS[_one_of(a["axis"], ("channels", "width"))]
+    axis = NHWC_AXIS[one_of(a["axis"], ("channels", "width"))]
     return [f"t{i} = layers.Concatenate(axis={axis}, name='l{i}_concat')"
-            f"([{x}, t{_int(a['other'])}])"]
+            f"([{x}, t{as_int(a['other'])}])"]
 
 
 def _split_points(shape: dict[str, Any], a: dict[str, Any]) -> str:
-    n = _int(a["parts"])
+    n = as_int(a["parts"])
     if a["even"]:
         return str(n)
     return "[" + ", ".join(str(k) for k in range(1, n)) + "]"  # sizes 1, ..., 1, the rest
@@ -166,35 +144,35 @@ def _split_points(shape: dict[str, Any], a: dict[str, Any]) -> str:
 
 def _split(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
     lines = [f"t{i}s = ops.split({x}, {_split_points(shape, a)}, axis=-1)"]
-    if _one_of(a["then"], ("swap", "first")) == "swap":
+    if one_of(a["then"], ("swap", "first")) == "swap":
         return lines + [f"t{i} = ops.concatenate(t{i}s[::-1], axis=-1)"]
     return lines + [f"t{i} = t{i}s[0]"]
 
 
 def _pad(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
-    t, b, lf, r = (_int(v) for v in a["pads"])
-    mode = _one_of(a["mode"], ("constant", "reflect", "symmetric"))
-    value = f", constant_values={_num(a['value'])}" if mode == "constant" else ""
+    t, b, lf, r = (as_int(v) for v in a["pads"])
+    mode = one_of(a["mode"], ("constant", "reflect", "symmetric"))
+    value = f", constant_values={as_number(a['value'])}" if mode == "constant" else ""
     return [f"t{i} = ops.pad({x}, [[0, 0], [{t}, {b}], [{lf}, {r}], [0, 0]], "
             f"mode={mode!r}{value})"]
 
 
 def _slice(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
-    axis = NHWC_AXIS[_one_of(a["axis"], NHWC_AXIS)]
-    stop = _int(a["stop"])
-    part = f"{_int(a['start'])}:{stop if stop else ''}:{_int(a['step'])}"
+    axis = NHWC_AXIS[one_of(a["axis"], NHWC_AXIS)]
+    stop = as_int(a["stop"])
+    part = f"{as_int(a['start'])}:{stop if stop else ''}:{as_int(a['step'])}"
     index = ", ".join([":"] * axis + [part])
     return [f"t{i} = {x}[{index}]"]
 
 
 def _reshape(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
-    c, h, w = (_int(v) for v in shape["out"])
-    _one_of(a["fold"], ("h_to_c", "c_to_w"))
+    c, h, w = (as_int(v) for v in shape["out"])
+    one_of(a["fold"], ("h_to_c", "c_to_w"))
     return [f"t{i} = layers.Reshape(({h}, {w}, {c}), name='l{i}_reshape')({x})"]
 
 
 def _transpose(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
-    dims = {"hw": "(2, 1, 3)", "cw": "(1, 3, 2)"}[_one_of(a["perm"], ("hw", "cw"))]
+    dims = {"hw": "(2, 1, 3)", "cw": "(1, 3, 2)"}[one_of(a["perm"], ("hw", "cw"))]
     return [f"t{i} = layers.Permute({dims}, name='l{i}_transpose')({x})"]
 
 
@@ -203,18 +181,18 @@ def _flatten(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[s
 
 
 def _reduce(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
-    fn = {"mean": "ops.mean", "max": "ops.max"}[_one_of(a["op"], ("mean", "max"))]
-    axis = "[1, 2]" if _one_of(a["axes"], ("spatial", "channels")) == "spatial" else "-1"
+    fn = {"mean": "ops.mean", "max": "ops.max"}[one_of(a["op"], ("mean", "max"))]
+    axis = "[1, 2]" if one_of(a["axes"], ("spatial", "channels")) == "spatial" else "-1"
     return [f"t{i} = {fn}({x}, axis={axis}, keepdims={bool(a['keepdims'])})"]
 
 
 def _dense(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
-    return [f"t{i} = layers.Dense({_int(a['units'])}, use_bias={bool(a['bias'])}, "
+    return [f"t{i} = layers.Dense({as_int(a['units'])}, use_bias={bool(a['bias'])}, "
             f"name='l{i}_dense')({x})"]
 
 
 def _dropout(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
-    return [f"t{i} = layers.Dropout({_num(a['rate'])}, name='l{i}_dropout')({x})"]
+    return [f"t{i} = layers.Dropout({as_number(a['rate'])}, name='l{i}_dropout')({x})"]
 
 
 #: Each vocabulary kind in Keras: (layer number, attributes, input variable, shapes) → lines.
@@ -228,16 +206,16 @@ KERAS_LAYERS = {"conv": _conv, "conv_transpose": _conv_transpose, "pool": _pool,
 def render_keras(spec: dict[str, Any], name: str = "generated") -> str:
     """The Keras source of an annotated spec: a module whose ``build()`` returns the model
     (logits, no softmax)."""
-    size = _int(spec["size"])
+    size = as_int(spec["size"])
     body = [f"t0 = keras.Input(({size}, {size}, 3), name='input')"]
     for i, layer in enumerate(spec["layers"], 1):
-        fn = KERAS_LAYERS[_one_of(layer["kind"], KERAS_LAYERS)]
+        fn = KERAS_LAYERS[one_of(layer["kind"], KERAS_LAYERS)]
         body += fn(i, layer["attrs"], f"t{i - 1}", layer)
     last = f"t{len(spec['layers'])}"
     if spec["head"]["pool"]:
         body.append(f"x = layers.GlobalAveragePooling2D(name='head_pool')({last})")
         last = "x"
-    body.append(f"logits = layers.Dense({_int(spec['classes'])}, name='head')({last})")
+    body.append(f"logits = layers.Dense({as_int(spec['classes'])}, name='head')({last})")
     body.append(f"return keras.Model(t0, logits, name={name.replace(':', '_')!r})")
     return ("import keras\nfrom keras import layers, ops\n\n\ndef build():\n"
             + "".join(f"    {line}\n" for line in body))

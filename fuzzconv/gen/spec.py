@@ -35,10 +35,6 @@ class SpecError(UsageError):
     """A generated model's spec that this version's vocabulary cannot build."""
 
 
-def _freeze(attrs: dict[str, Any]) -> str:
-    return canonical_json(attrs)
-
-
 @dataclass(frozen=True, order=True)
 class Layer:
     """One layer: a vocabulary kind and its attributes (canonical JSON)."""
@@ -79,7 +75,7 @@ class Layer:
         for a in k.attrs:  # attributes that do not apply stay plain
             if not a.ref and not a.applies(out):
                 out[a.name] = a.plain
-        return cls(kind, _freeze(out))
+        return cls(kind, canonical_json(out))
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "attrs": self.attrs}

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .checked import as_int, as_number, one_of, pair
+
 #: Scalar operands of the element-wise kinds, by operation (as in Keras).
 TORCH_SCALARS = {"add": 0.5, "sub": 0.5, "mul": 1.5, "div": 2.0, "min": 0.5, "max": -0.5}
 TORCH_OPS = {"add": "torch.add", "sub": "torch.sub", "mul": "torch.mul", "div": "torch.div",
@@ -28,41 +30,17 @@ PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate",
              "circular": "circular"}
 
 
-def _i(v: Any) -> int:
-    if type(v) is not int:
-        raise ValueError(f"expected an integer, got {v!r}")
-    return v
-
-
-def _n(v: Any) -> float:
-    if type(v) not in (int, float):
-        raise ValueError(f"expected a number, got {v!r}")
-    return float(v)
-
-
-def _of(v: Any, allowed: Any) -> Any:
-    if v not in allowed:
-        raise ValueError(f"{v!r} is not one of {sorted(map(str, allowed))}")
-    return v
-
-
-def _hw(k: Any) -> str:
-    if isinstance(k, list):
-        return f"({_i(k[0])}, {_i(k[1])})"
-    return f"({_i(k)}, {_i(k)})"
-
-
 # Each kind: (layer number, attributes, input variable, shapes) -> (__init__ lines, forward lines)
 Lines = tuple[list[str], list[str]]
 
 
 def _t_conv(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
-    cin, cout = _i(s["in"][0]), _i(s["out"][0])
-    groups = cin if a["groups"] == "depthwise" else _i(a["groups"])
-    padding = _of(a["padding"], ("valid", "same", "explicit"))
+    cin, cout = as_int(s["in"][0]), as_int(s["out"][0])
+    groups = cin if a["groups"] == "depthwise" else as_int(a["groups"])
+    padding = one_of(a["padding"], ("valid", "same", "explicit"))
     fwd = []
     if padding == "explicit":
-        t, b, lf, r = (_i(v) for v in a["pads"])
+        t, b, lf, r = (as_int(v) for v in a["pads"])
         if (t, lf) == (b, r):
             padding = f"({t}, {lf})"
         else:
@@ -72,25 +50,25 @@ def _t_conv(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
         padding = "0"
     else:
         padding = "'same'"
-    init = [f"self.l{i} = nn.Conv2d({cin}, {cout}, {_hw(a['kernel'])}, stride={_i(a['stride'])}, "
-            f"padding={padding}, dilation={_i(a['dilation'])}, groups={groups}, "
+    init = [f"self.l{i} = nn.Conv2d({cin}, {cout}, {pair(a['kernel'])}, stride={as_int(a['stride'])}, "
+            f"padding={padding}, dilation={as_int(a['dilation'])}, groups={groups}, "
             f"bias={bool(a['bias'])})"]
     return init, fwd + [f"t{i} = self.l{i}({x})"]
 
 
 def _t_conv_transpose(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
-    p = 1 if _of(a["padding"], ("valid", "1")) == "1" else 0
-    return ([f"self.l{i} = nn.ConvTranspose2d({_i(s['in'][0])}, {_i(a['filters'])}, "
-             f"{_hw(a['kernel'])}, stride={_i(a['stride'])}, padding={p}, "
-             f"output_padding={_i(a['output_padding'])}, dilation={_i(a['dilation'])})"],
+    p = 1 if one_of(a["padding"], ("valid", "1")) == "1" else 0
+    return ([f"self.l{i} = nn.ConvTranspose2d({as_int(s['in'][0])}, {as_int(a['filters'])}, "
+             f"{pair(a['kernel'])}, stride={as_int(a['stride'])}, padding={p}, "
+             f"output_padding={as_int(a['output_padding'])}, dilation={as_int(a['dilation'])})"],
             [f"t{i} = self.l{i}({x})"])
 
 
 def _t_pool(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
-    k, st = _i(a["size"]), _i(a["stride"])
-    p = 1 if _of(a["padding"], ("valid", "1")) == "1" else 0
+    k, st = as_int(a["size"]), as_int(a["stride"])
+    p = 1 if one_of(a["padding"], ("valid", "1")) == "1" else 0
     common = f"{k}, stride={st}, padding={p}, ceil_mode={bool(a['ceil_mode'])}"
-    if _of(a["op"], ("max", "avg")) == "max":
+    if one_of(a["op"], ("max", "avg")) == "max":
         layer = f"nn.MaxPool2d({common})"
     else:
         layer = f"nn.AvgPool2d({common}, count_include_pad={bool(a['count_include_pad'])})"
@@ -98,38 +76,38 @@ def _t_pool(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
 
 
 def _t_global_pool(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
-    fn = {"avg": "F.adaptive_avg_pool2d", "max": "F.adaptive_max_pool2d"}[_of(a["op"],
+    fn = {"avg": "F.adaptive_avg_pool2d", "max": "F.adaptive_max_pool2d"}[one_of(a["op"],
                                                                             ("avg", "max"))]
     y = f"{fn}({x}, 1)"
     return [], [f"t{i} = {y}" if a["keepdims"] else f"t{i} = torch.flatten({y}, 1)"]
 
 
 def _t_resize(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
-    mode = _of(a["mode"], ("nearest", "bilinear", "bicubic"))
+    mode = one_of(a["mode"], ("nearest", "bilinear", "bicubic"))
     if a["by"] == "scale":
-        how = f"scale_factor={_n(a['factor'])}"
+        how = f"scale_factor={as_number(a['factor'])}"
     else:
-        how = f"size=({_i(s['out'][1])}, {_i(s['out'][2])})"
+        how = f"size=({as_int(s['out'][1])}, {as_int(s['out'][2])})"
     extra = "" if mode == "nearest" else (f", align_corners={bool(a['align_corners'])}, "
                                           f"antialias={bool(a['antialias'])}")
     return [], [f"t{i} = F.interpolate({x}, {how}, mode={mode!r}{extra})"]
 
 
 def _t_norm(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
-    c, eps = _i(s["in"][0]), _n(a["epsilon"])
-    kind = _of(a["type"], ("batch", "layer", "group", "instance"))
+    c, eps = as_int(s["in"][0]), as_number(a["epsilon"])
+    kind = one_of(a["type"], ("batch", "layer", "group", "instance"))
     image = len(s["in"]) == 3
     fwd = [f"t{i} = self.l{i}({x})"]
     if kind == "batch":
         layer = f"nn.BatchNorm{2 if image else 1}d({c}, eps={eps})"
     elif kind == "layer" and image and a["over"] == "all":
-        layer = f"nn.LayerNorm([{c}, {_i(s['in'][1])}, {_i(s['in'][2])}], eps={eps})"
+        layer = f"nn.LayerNorm([{c}, {as_int(s['in'][1])}, {as_int(s['in'][2])}], eps={eps})"
     elif kind == "layer":
         layer = f"nn.LayerNorm({c}, eps={eps})"
         if image:  # over the channels of each position
             fwd = [f"t{i} = self.l{i}({x}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)"]
     elif kind == "group":
-        layer = f"nn.GroupNorm({_i(a['groups'])}, {c}, eps={eps})"
+        layer = f"nn.GroupNorm({as_int(a['groups'])}, {c}, eps={eps})"
     else:
         layer = f"nn.InstanceNorm2d({c}, eps={eps}, affine=True)"
     return [f"self.l{i} = {layer}"], fwd
@@ -140,29 +118,29 @@ def _t_act(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
     if fn in TORCH_ACTIVATIONS:
         layer = TORCH_ACTIVATIONS[fn]
     elif fn == "leaky_relu":
-        layer = f"nn.LeakyReLU({_n(a['alpha'])})"
+        layer = f"nn.LeakyReLU({as_number(a['alpha'])})"
     elif fn == "elu":
-        layer = f"nn.ELU({_n(a['alpha'])})"
+        layer = f"nn.ELU({as_number(a['alpha'])})"
     elif fn == "gelu":
         layer = f"nn.GELU(approximate={'tanh' if a['approximate'] else 'none'!r})"
     elif fn == "softmax":
         layer = "nn.Softmax(dim=1)"
     else:
-        _of(fn, ("clip",))
-        lo, hi = (_n(v) for v in a["bounds"])
+        one_of(fn, ("clip",))
+        lo, hi = (as_number(v) for v in a["bounds"])
         return [], [f"t{i} = torch.clamp({x}, {lo}, {hi})"]
     return [f"self.l{i} = {layer}"], [f"t{i} = self.l{i}({x})"]
 
 
 def _t_binary(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
-    op = _of(a["op"], TORCH_OPS)
-    operand = _of(a["operand"], ("skip", "channel", "spatial", "scalar"))
+    op = one_of(a["op"], TORCH_OPS)
+    operand = one_of(a["operand"], ("skip", "channel", "spatial", "scalar"))
     fwd = []
     if operand == "scalar":  # a tensor: torch.minimum and torch.maximum take no numbers
         y = f"torch.tensor({TORCH_SCALARS[op]!r})"
     else:
         y = f"t{i}y"
-        source = {"skip": f"t{_i(a['other'])}", "channel": f"{x}.mean(dim=(2, 3), keepdim=True)",
+        source = {"skip": f"t{as_int(a['other'])}", "channel": f"{x}.mean(dim=(2, 3), keepdim=True)",
                   "spatial": f"{x}.mean(dim=1, keepdim=True)"}[operand]
         if op == "div":  # a denominator that stays away from zero
             source = f"torch.abs({source}) + 1.0"
@@ -171,41 +149,41 @@ def _t_binary(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
 
 
 def _t_concat(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
-    dim = NCHW_AXIS[_of(a["axis"], ("channels", "width"))]
-    return [], [f"t{i} = torch.cat([{x}, t{_i(a['other'])}], dim={dim})"]
+    dim = NCHW_AXIS[one_of(a["axis"], ("channels", "width"))]
+    return [], [f"t{i} = torch.cat([{x}, t{as_int(a['other'])}], dim={dim})"]
 
 
 def _t_split(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
-    c, n = _i(s["in"][0]), _i(a["parts"])
+    c, n = as_int(s["in"][0]), as_int(a["parts"])
     sizes = [c // n] * n if a["even"] else [1] * (n - 1) + [c - (n - 1)]
     fwd = [f"t{i}s = torch.split({x}, {sizes}, dim=1)"]
-    if _of(a["then"], ("swap", "first")) == "swap":
+    if one_of(a["then"], ("swap", "first")) == "swap":
         return [], fwd + [f"t{i} = torch.cat(t{i}s[::-1], dim=1)"]
     return [], fwd + [f"t{i} = t{i}s[0]"]
 
 
 def _t_pad(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
-    t, b, lf, r = (_i(v) for v in a["pads"])
-    mode = PAD_MODES[_of(a["mode"], PAD_MODES)]
-    value = f", value={_n(a['value'])}" if mode == "constant" else ""
+    t, b, lf, r = (as_int(v) for v in a["pads"])
+    mode = PAD_MODES[one_of(a["mode"], PAD_MODES)]
+    value = f", value={as_number(a['value'])}" if mode == "constant" else ""
     return [], [f"t{i} = F.pad({x}, ({lf}, {r}, {t}, {b}), mode={mode!r}{value})"]
 
 
 def _t_slice(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
-    axis = NCHW_AXIS[_of(a["axis"], NCHW_AXIS)]
-    stop = _i(a["stop"])
-    part = f"{_i(a['start'])}:{stop if stop else ''}:{_i(a['step'])}"
+    axis = NCHW_AXIS[one_of(a["axis"], NCHW_AXIS)]
+    stop = as_int(a["stop"])
+    part = f"{as_int(a['start'])}:{stop if stop else ''}:{as_int(a['step'])}"
     return [], [f"t{i} = {x}[{', '.join([':'] * axis + [part])}]"]
 
 
 def _t_reshape(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
-    c, h, w = (_i(v) for v in s["out"])
-    _of(a["fold"], ("h_to_c", "c_to_w"))
+    c, h, w = (as_int(v) for v in s["out"])
+    one_of(a["fold"], ("h_to_c", "c_to_w"))
     return [], [f"t{i} = {x}.reshape(-1, {c}, {h}, {w})"]
 
 
 def _t_transpose(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
-    if _of(a["perm"], ("hw", "cw")) == "hw":
+    if one_of(a["perm"], ("hw", "cw")) == "hw":
         return [], [f"t{i} = {x}.transpose(2, 3)"]
     return [], [f"t{i} = {x}.permute(0, 3, 2, 1)"]
 
@@ -215,18 +193,18 @@ def _t_flatten(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
 
 
 def _t_reduce(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
-    fn = {"mean": "torch.mean", "max": "torch.amax"}[_of(a["op"], ("mean", "max"))]
-    dims = "(2, 3)" if _of(a["axes"], ("spatial", "channels")) == "spatial" else "1"
+    fn = {"mean": "torch.mean", "max": "torch.amax"}[one_of(a["op"], ("mean", "max"))]
+    dims = "(2, 3)" if one_of(a["axes"], ("spatial", "channels")) == "spatial" else "1"
     return [], [f"t{i} = {fn}({x}, dim={dims}, keepdim={bool(a['keepdims'])})"]
 
 
 def _t_dense(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
-    return ([f"self.l{i} = nn.Linear({_i(s['in'][-1])}, {_i(a['units'])}, "
+    return ([f"self.l{i} = nn.Linear({as_int(s['in'][-1])}, {as_int(a['units'])}, "
              f"bias={bool(a['bias'])})"], [f"t{i} = self.l{i}({x})"])
 
 
 def _t_dropout(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
-    return [f"self.l{i} = nn.Dropout({_n(a['rate'])})"], [f"t{i} = self.l{i}({x})"]
+    return [f"self.l{i} = nn.Dropout({as_number(a['rate'])})"], [f"t{i} = self.l{i}({x})"]
 
 
 TORCH_LAYERS = {"conv": _t_conv, "conv_transpose": _t_conv_transpose, "pool": _t_pool,
@@ -242,7 +220,7 @@ def render_torch(spec: dict[str, Any]) -> str:
     init: list[str] = []
     fwd: list[str] = []
     for i, layer in enumerate(spec["layers"], 1):
-        a, b = TORCH_LAYERS[_of(layer["kind"], TORCH_LAYERS)](i, layer["attrs"], f"t{i - 1}",
+        a, b = TORCH_LAYERS[one_of(layer["kind"], TORCH_LAYERS)](i, layer["attrs"], f"t{i - 1}",
                                                               layer)
         init += a
         fwd += b
@@ -250,8 +228,8 @@ def render_torch(spec: dict[str, Any]) -> str:
     if spec["head"]["pool"]:
         fwd.append(f"x = torch.flatten(F.adaptive_avg_pool2d({last}, 1), 1)")
         last = "x"
-    init.append(f"self.head = nn.Linear({_i(spec['head']['features'])}, "
-                f"{_i(spec['classes'])})")
+    init.append(f"self.head = nn.Linear({as_int(spec['head']['features'])}, "
+                f"{as_int(spec['classes'])})")
     fwd.append(f"return self.head({last})")
     return ("import torch\nfrom torch import nn\nimport torch.nn.functional as F\n\n\n"
             "class Model(nn.Module):\n    def __init__(self):\n        super().__init__()\n"

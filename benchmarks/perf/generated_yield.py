@@ -55,7 +55,7 @@ runpy.run_path("repro.py", run_name="__main__")
 """
 
 
-def _fuzzconv(args: list[str], log: Path, check: bool = True) -> subprocess.CompletedProcess:
+def fuzzconv_cli(args: list[str], log: Path, check: bool = True) -> subprocess.CompletedProcess:
     with open(log, "a") as f:
         res = subprocess.run([sys.executable, "-c", "from fuzzconv.cli import main; main()", *args], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=f, text=True)
@@ -64,7 +64,7 @@ def _fuzzconv(args: list[str], log: Path, check: bool = True) -> subprocess.Comp
     return res
 
 
-def _buckets(store: Path) -> list[dict[str, Any]]:
+def bucket_rows(store: Path) -> list[dict[str, Any]]:
     """One finding per bucket (the first seen), with how many findings the bucket holds."""
     db = sqlite3.connect(store / "fuzzconv.sqlite")
     rows = db.execute("SELECT bucket, data, first_seen FROM findings ORDER BY first_seen").fetchall()
@@ -94,7 +94,7 @@ def _buckets(store: Path) -> list[dict[str, Any]]:
     return list(out.values())
 
 
-def _repro(bundle: Path) -> str:
+def repro_verdict(bundle: Path) -> str:
     """The verdict line of a bundle's repro.py, run where fuzzconv cannot be imported."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     try:
@@ -110,6 +110,17 @@ def _repro(bundle: Path) -> str:
     return "REPRODUCED" if verdict.strip().startswith("REPRODUCED") else "NOT REPRODUCED"
 
 
+def bundle_each(store: Path, rows: list[dict[str, Any]], out: Path, log: Path) -> None:
+    """Bundle one finding of each bucket (``rows`` from :func:`bucket_rows`) into ``out/ID`` and set
+    each row's ``repro`` to what its ``repro.py`` says where fuzzconv cannot be imported."""
+    for b in rows:
+        dest = out / b["id"]
+        made = fuzzconv_cli(["bundle", b["id"], "-o", str(dest), "--no-check", "--store",
+                             str(store)], log, check=False)
+        b["repro"] = repro_verdict(dest) if made.returncode == 0 else "no bundle"
+        print(f"  {b['id']} {b['signature'][:60]}: {b['repro']}", flush=True)
+
+
 def run(families: list[str], budget: str, seed: int, bundles: bool,
         work: Path) -> list[dict[str, Any]]:
     rows = []
@@ -119,20 +130,15 @@ def run(families: list[str], budget: str, seed: int, bundles: bool,
         load0 = os.getloadavg()[0]
         print(f"{family}: hunting for {budget} ...", flush=True)
         t0 = time.time()
-        res = _fuzzconv(["hunt", "--model", family, "--budget", budget, "--seed", str(seed),
+        res = fuzzconv_cli(["hunt", "--model", family, "--budget", budget, "--seed", str(seed),
                          "--json", "--store", str(store)], log)
         hunt = json.loads(res.stdout)
         row: dict[str, Any] = {
             "family": family, "evaluations": hunt["evaluations"], "wall_s": round(time.time() - t0),
             "load": [round(load0, 1), round(os.getloadavg()[0], 1)],
-            "limitations": hunt.get("limitations", []), "buckets": _buckets(store)}
+            "limitations": hunt.get("limitations", []), "buckets": bucket_rows(store)}
         if bundles:
-            for b in row["buckets"]:
-                dest = work / "bundles" / b["id"]
-                made = _fuzzconv(["bundle", b["id"], "-o", str(dest), "--no-check", "--store",
-                                  str(store)], log, check=False)
-                b["repro"] = _repro(dest) if made.returncode == 0 else "no bundle"
-                print(f"  {b['id']} {b['signature'][:60]}: {b['repro']}", flush=True)
+            bundle_each(store, row["buckets"], work / "bundles", log)
         print(json.dumps({k: v for k, v in row.items() if k != "buckets"}), flush=True)
         rows.append(row)
     return rows

@@ -39,6 +39,12 @@ fuzzconv is not importable ("standalone").
 - ``several_samples`` (a small model, two images, the fault visible on the second only):
   Polygraphy takes the frozen side branches from the first sample whatever the check is fed
   (NVIDIA/TensorRT#4607). A control run gives Polygraphy only the failing image.
+- ``gen_keras_slice_conv`` and ``gen_torch_resize_size``: two real divergences of the pinned stack
+  that fuzzconv's hunts on generated models found (a channel slice into a convolution that TVM's
+  Relax VM fails on; a resize to an explicit size that TVM's ONNX importer fails on), each inside
+  a larger generated model of its family. The model is converted by ``fuzzconv run`` in a store
+  of its own (``keras.tf2onnx`` or ``torch.onnx_export``); the chain is ``onnx.tvm``,
+  ``tvm.build`` and the Relax VM, with no plugin.
 
 Polygraphy is installed when absent into ``STORE/peers/polygraphy-venv`` (``python3.11 -m venv``,
 then pip from PyPI, sympy included since Polygraphy asks for it); fuzzconv's environment is never
@@ -73,13 +79,16 @@ CHECK = HERE / "check_divergence.py"
 PEER_SIDE = HERE / "peer_side.py"
 PEER_FAULTS = HERE / "peer_faults.py"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-BEGIN, END = "<!-- peers-reduce:begin -->", "<!-- peers-reduce:end -->"
+SECTION = "peers-reduce"
+
+
+def markers(section: str) -> tuple[str, str]:
+    """The RESULTS.md markers of a section (a run of some cases may be published on its own)."""
+    return f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
+
 # sympy: Polygraphy asks for it ("sympy is required for symbolic shape inference") and otherwise
 # falls back from ONNX Runtime's shape inference to ONNX's; it is given what it asks for.
 PEER_PACKAGES = ["polygraphy", "onnx-graphsurgeon", "onnx", "onnxruntime", "numpy", "sympy"]
-PENDING = ("Two real divergences that fuzzconv found are still to be added as cases: they need "
-           "the generated models, which do not exist yet; the harness takes them as any other "
-           "case (a failing ONNX model and its chain).")
 ORT = {"name": "ort", "params": {"graph_optimization_level": "all", "threads": 0}}
 CHECK_FAILS = 1  # check_divergence.REPRODUCES
 
@@ -99,15 +108,20 @@ class CaseDef:
             ``model.onnx`` and returns the samples (image batches of one) and the model spec;
             None for mobilenetv2, whose model comes from ``fuzzconv run``.
         control: also run Polygraphy given only the failing sample.
+        generated: a generated model's spec (``fuzzconv.gen``): the case's source model instead
+            of mobilenetv2, converted by ``source_step``; no plugin, the divergence is the stack's.
+        source_step: the step that writes the failing ONNX model from the source model.
     """
 
     name: str
-    plugin: Path
+    plugin: Path | None
     steps: tuple[dict[str, Any], ...]
     runtime: dict[str, Any]
     about: str
     build: Callable[[Path], tuple[list[np.ndarray], dict[str, Any]]] | None = None
     control: bool = False
+    generated: dict[str, Any] | None = None
+    source_step: str = "keras.tf2onnx"
 
 
 def _fault(name: str, step: str, params: dict[str, Any], about: str,
@@ -186,6 +200,17 @@ def build_several_samples(d: Path) -> tuple[list[np.ndarray], dict[str, Any]]:
     return [blank, rng.standard_normal((1, 4, 8, 8)).astype(np.float32)], _small_spec()
 
 
+def _generated(framework: str, layers: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """A generated model's spec (``fuzzconv.gen.spec``): 32×32 input, ten classes; attributes
+    left out take their plainest value."""
+    return {"version": 1, "framework": framework, "size": 32, "classes": 10,
+            "layers": [{"kind": k, "attrs": a} for k, a in layers]}
+
+
+#: The TVM chain the two generated cases fail in: the ONNX importer, the build, the Relax VM.
+TVM_CHAIN = ({"step": "onnx.tvm", "params": {}}, {"step": "tvm.build", "params": {}})
+
+
 CASES: list[CaseDef] = [
     _fault("conv_padding", "fault.conv_padding", {"shift": True},
            "a convolution's padding shifted"),
@@ -216,6 +241,24 @@ CASES: list[CaseDef] = [
             ({"step": "peers.relu_add_fusion", "params": {"fuse": True}},), ORT,
             "two samples, the fault visible on the second only, TRT#4607",
             build=build_several_samples, control=True),
+    # Two divergences fuzzconv's hunts on generated models found (benchmarks/RESULTS.md,
+    # "Generated models": F-65186773 and F-ea96c269), here inside larger models of the same
+    # families, so each reducer has to find them.
+    CaseDef("gen_keras_slice_conv", None, TVM_CHAIN, {"name": "tvm", "params": {}},
+            "generated Keras model: a channel slice feeding a convolution fails in TVM's Relax "
+            "VM (F-65186773)",
+            generated=_generated("keras", [
+                ("slice", {"axis": "channels", "start": 2}), ("conv", {"filters": 8}),
+                ("act", {"fn": "relu"}), ("conv", {"filters": 8, "padding": "same"}),
+                ("norm", {"type": "batch"}), ("pool", {"op": "avg"})])),
+    CaseDef("gen_torch_resize_size", None, TVM_CHAIN, {"name": "tvm", "params": {}},
+            "generated PyTorch model: a resize to an explicit size fails in TVM's ONNX importer "
+            "(F-ea96c269)",
+            generated=_generated("torch", [
+                ("conv", {"filters": 8, "padding": "same"}), ("act", {"fn": "relu"}),
+                ("resize", {"by": "size"}), ("conv", {"filters": 8}),
+                ("norm", {"type": "batch"}), ("pool", {"op": "max"})]),
+            source_step="torch.onnx_export"),
 ]
 
 
@@ -297,6 +340,28 @@ def _fuzzconv_cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=_fuzzconv_env())
 
 
+def fuzzconv_store(store: Path, d: CaseDef) -> Path:
+    """The fuzzconv store a case's source model is converted in: one for mobilenetv2's cases
+    (they share its artifact), one of its own for each generated model (an artifact's meta.json
+    names its step, not its model)."""
+    return store / ("fuzzconv" if d.generated is None else f"fuzzconv-{d.name}")
+
+
+def _source_model(d: CaseDef, fstore: Path) -> str:
+    """The case's source model's name; a generated one is kept in ``fstore`` first, so that
+    ``fuzzconv run --store`` and this process both resolve it."""
+    if d.generated is None:
+        return "mobilenetv2"
+    from fuzzconv.gen import catalog
+    from fuzzconv.gen.spec import GenSpec
+    from fuzzconv.store import Store
+
+    spec = GenSpec.from_dict(d.generated)
+    with Store(fstore) as st:
+        st.add_generated(spec.name, spec.canonical_json())
+    return catalog.remember(spec)
+
+
 def _cached_artifact(fstore: Path, step: str) -> Path | None:
     """The artifact the store's cache holds for ``step`` (the ``meta.json`` beside it says)."""
     for meta in sorted((fstore / "cache" / "artifacts").glob("*/*/meta.json")):
@@ -322,15 +387,17 @@ def prepare(d: CaseDef, store: Path, peer: Peer, images: int = 4) -> Case:
         from fuzzconv.corpora import select
         from fuzzconv.zoo import get_model
 
-        spec_obj = get_model("mobilenetv2")
+        fstore = fuzzconv_store(store, d)
+        name = _source_model(d, fstore)
+        spec_obj = get_model(name)
         spec = spec_obj.to_dict()
-        pipeline = {"model": "mobilenetv2",
-                    "steps": [{"step": "keras.tf2onnx", "params": {}}, *d.steps],
+        pipeline = {"model": name,
+                    "steps": [{"step": d.source_step, "params": {}}, *d.steps],
                     "runtime": d.runtime}
         (cdir / "pipeline.json").write_text(json.dumps(pipeline, indent=1))
-        fstore = store / "fuzzconv"
         say(f"{d.name}: fuzzconv run (its own verdict on 8 images; fills the cache)")
-        res = _fuzzconv_cli("run", str(cdir / "pipeline.json"), "--plugin", str(d.plugin),
+        plugin = ["--plugin", str(d.plugin)] if d.plugin else []
+        res = _fuzzconv_cli("run", str(cdir / "pipeline.json"), *plugin,
                             "--store", str(fstore), "--limit", "8", "--json")
         try:
             r = json.loads(res.stdout)
@@ -338,9 +405,9 @@ def prepare(d: CaseDef, store: Path, peer: Peer, images: int = 4) -> Case:
                         "error": (r.get("error") or {}).get("error_class"), "exit": res.returncode}
         except json.JSONDecodeError:
             raise SystemExit(f"{d.name}: fuzzconv run failed: {res.stderr[-800:]}")
-        art = _cached_artifact(fstore, "keras.tf2onnx")
+        art = _cached_artifact(fstore, d.source_step)
         if art is None:
-            raise SystemExit(f"{d.name}: no keras.tf2onnx artifact in {fstore}")
+            raise SystemExit(f"{d.name}: no {d.source_step} artifact in {fstore}")
         shutil.copy(art, cdir / "model.onnx")
         x = select(limit=images).load_inputs(spec_obj)
         batches = [x[i:i + 1] for i in range(len(x))]
@@ -349,7 +416,7 @@ def prepare(d: CaseDef, store: Path, peer: Peer, images: int = 4) -> Case:
     model = onnx.load(str(cdir / "model.onnx"))
     inits = {t.name for t in model.graph.initializer}
     (inp,) = [i for i in model.graph.input if i.name not in inits]
-    case = {"plugins": [str(d.plugin)], "steps": list(d.steps), "runtime": d.runtime,
+    case = {"plugins": [str(d.plugin)] if d.plugin else [], "steps": list(d.steps), "runtime": d.runtime,
             "model": spec, "device": "cpu", "thresholds": {"atol": 1e-2, "rtol": 1e-3},
             "timeout": 600, "signature": None, "data": []}
     check = _check_module()
@@ -645,8 +712,8 @@ def frozen_from(model: Path, case: Case) -> list[str]:
 
 def in_hunt(case: Case, store: Path) -> dict[str, Any] | None:
     """fuzzconv's reducer as a hunt runs it (its own in-process predicate), on the same image."""
-    if case.d.build is not None:
-        return None
+    if case.d.build is not None or case.d.generated is not None:
+        return None  # a hand-built model has no pipeline; a generated one no fault step to blame
     from fuzzconv.corpora import select
     from fuzzconv.pipeline import Pipeline
     from fuzzconv.session import open_session
@@ -798,8 +865,10 @@ def markdown(report: dict[str, Any]) -> str:
     stack = ", ".join(f"{k} {v}" for k, v in sorted(report["stack"].items()))
     peer_v = ", ".join(f"{k} {v}" for k, v in report["peer"].items())
     cases = report["cases"]
-    lines = [BEGIN, "## Side by side: model reduction vs Polygraphy "
-                    "(`benchmarks/peers/reduce_vs_polygraphy.py`)", "",
+    section = report.get("section", SECTION)
+    begin, end = markers(section)
+    title = report.get("title") or "Side by side: model reduction vs Polygraphy"
+    lines = [begin, f"## {title} (`benchmarks/peers/reduce_vs_polygraphy.py`)", "",
              f"Run {report['started']}; {report['machine']}; load (`uptime`) at the start: "
              f"{report['load'][0]}; at the end: {report['load'][1]}. Peer (its own venv, from "
              f"PyPI): {peer_v}. fuzzconv stack: {stack}.", "",
@@ -858,7 +927,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", f"Goal met on {met} of {len(cases)} cases. Over the {complete} cases where "
               "every run made a model: "
               + "; ".join(f"{k} {v[0]} checks, {v[1]} nodes" for k, v in totals.items())
-              + ".", "", READING, "", PENDING, END]
+              + ".", "", READING, "", end]
     return "\n".join(lines)
 
 
@@ -878,7 +947,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="also write the report here (it is always written to STORE/report.json)")
     ap.add_argument("--render", type=Path, default=None, metavar="REPORT.json",
                     help="write the tables from a saved report instead of running")
+    ap.add_argument("--section", default=SECTION,
+                    help="the RESULTS.md section to write (its markers are <!-- NAME:begin/end -->)"
+                         "; another name publishes a run of some cases beside the full one")
+    ap.add_argument("--title", default=None, help="that section's heading")
     args = ap.parse_args(argv)
+    if not re.fullmatch(r"[a-z0-9-]+", args.section):
+        print(f"--section {args.section!r}: lower-case letters, digits and '-' only",
+              file=sys.stderr)
+        return 2
     if args.render:
         report = json.loads(args.render.read_text())
     else:
@@ -894,6 +971,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         report = run(chosen, args.store.resolve(), args.modes.split(","), args.max_minutes,
                      not args.no_in_hunt)
+        report.update(section=args.section, title=args.title)
         for path in [args.store.resolve() / "report.json", *filter(None, [args.json])]:
             path.write_text(json.dumps(report, indent=1))
     text = markdown(report)
@@ -902,7 +980,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(ROOT / "benchmarks"))
         from run_faults import write_results
 
-        write_results(text, BEGIN, END)
+        write_results(text, *markers(report.get("section", SECTION)))
     return 0
 
 

@@ -282,8 +282,38 @@ def test_tables_are_written_from_a_saved_report():
                          "fuzzconv_run": None, "samples": 1,
                          "results": [json.loads(json.dumps(bench.asdict(r))) for r in rows]}]}
     text = bench.markdown(json.loads(json.dumps(report)))
-    assert text.startswith(bench.BEGIN) and text.endswith(bench.END)
+    begin, end = bench.markers("peers-reduce")
+    assert text.startswith(begin) and text.endswith(end)
     assert "| c | fuzzconv | 1 of 8 | 1 | 5 |" in text
     assert "Polygraphy bisect stopped: `The following outputs were not found" in text
     assert "Goal met on 1 of 1 cases" in text and "polygraphy 0.53.6" in text
     assert "Over the 0 cases where every run made a model" in text  # bisect made none
+
+
+def test_a_run_of_some_cases_is_its_own_section_with_its_own_heading():
+    report = {"started": "2026-12-03 05:00", "machine": "m", "load": ["l0", "l1"],
+              "peer": {}, "stack": {}, "max_minutes": 60, "cases": [],
+              "section": "peers-reduce-generated", "title": "Generated-model cases"}
+    text = bench.markdown(report)
+    assert text.startswith("<!-- peers-reduce-generated:begin -->")
+    assert text.endswith("<!-- peers-reduce-generated:end -->")
+    assert "## Generated-model cases (`benchmarks/peers/reduce_vs_polygraphy.py`)" in text
+
+
+@pytest.mark.parametrize("argv", [["--section", "Bad Name"], ["--cases", "no_such_case"]])
+def test_bad_arguments_are_one_line_and_exit_2(argv, capsys):
+    assert bench.main([*argv, "--no-write"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_generated_cases_are_valid_specs_each_converted_in_a_store_of_its_own(tmp_path):
+    from fuzzconv.gen.spec import GenSpec
+
+    gen = [c for c in bench.CASES if c.generated is not None]
+    assert {c.source_step for c in gen} == {"keras.tf2onnx", "torch.onnx_export"}
+    for c in gen:
+        spec = GenSpec.from_dict(c.generated)  # raises on a spec the vocabulary cannot build
+        assert len(spec.layers) >= 4  # larger than the minimal model, so there is work to do
+        assert c.plugin is None and c.steps[0]["step"] == "onnx.tvm"
+    stores = {bench.fuzzconv_store(tmp_path, c) for c in bench.CASES}
+    assert len(stores) == 1 + len(gen)  # mobilenetv2's cases share one

@@ -59,21 +59,24 @@ class _Progress:
                          transient=True) if self.enabled else None
 
     def _render(self) -> Table:
+        """Two columns, a short label and its value, so that it reads at 80 columns as at 200:
+        a value folds at its spaces (a pipeline at its arrows), never inside a step's name."""
         i = self.info
         total = i["cache_hits"] + i["fresh"]
         now = time.monotonic()
-        t = Table.grid(padding=(0, 2))
-        t.add_row("phase", f"{self.phase}, options covered {i['covered']}/{i['coverage']}",
-                  "evaluations", str(i["evaluations"]), "findings", str(i["findings"]),
-                  "cache hits", f"{i['cache_hits'] / total:.0%}" if total else "—",
-                  "time left", _clock(self.budget - (now - self.t0)))
+        t = Table.grid(padding=(0, 1))
+        t.add_column(no_wrap=True, style="bold")
+        t.add_column(ratio=1, overflow="fold")
+        hits = f"{i['cache_hits'] / total:.0%}" if total else "—"
+        t.add_row("hunt", f"{self.phase} · options covered {i['covered']}/{i['coverage']} · "
+                          f"evaluations {i['evaluations']} · findings {i['findings']} · "
+                          f"cache hits {hits} · {_clock(self.budget - (now - self.t0))} left")
         expect = f" of ~{_clock(self.expected)} expected" if self.expected else ""
         # pipeline labels hold brackets that rich would read as markup: plain Text throughout
-        t.add_row("now", Text(self.now), "", "", "", "", "", "", "elapsed",
-                  f"{_clock(now - self.started)}{expect}")
+        t.add_row("now", Text(self.now))
+        t.add_row("", f"elapsed {_clock(now - self.started)}{expect}")
         if self.step:
-            t.add_row("", Text(self.step), "", "", "", "", "", "", "step",
-                      _clock(now - self.step_started))
+            t.add_row("step", Text(f"{self.step} · {_clock(now - self.step_started)}"))
         if self.why:
             t.add_row("why", Text(self.why))
         if self.last:

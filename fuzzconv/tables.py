@@ -24,9 +24,10 @@ One policy for all commands (``models``, ``steps``, ``run``, ``hunt``, ``reports
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
-from typing import Iterable, Sequence, Union
+from typing import Any, Iterable, Sequence, Union
 
 from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderResult
@@ -190,3 +191,23 @@ def print_table(console: Console, cols: Sequence[Col], rows: Sequence[Sequence[C
     if gone:
         console.print(Text(f"hidden at {width} columns: {', '.join(gone)} (--wide shows them)"),
                       style="dim")
+
+
+# -- steps and pipelines as every listing writes them ---------------------------------------------
+def op_text(c: dict[str, Any] | None) -> str:
+    """A step or runtime with its parameters as JSON values: ``step(k=v,...)``, "—" for none."""
+    if not c:
+        return "—"
+    params = ",".join(f"{k}={json.dumps(v)}" for k, v in c["params"].items())
+    return f"{c['step']}({params})" if params else c["step"]
+
+
+def pipeline_text(p: dict[str, Any] | None) -> str:
+    """A pipeline's JSON as one line: ``step → step ⇒ runtime``, each with its parameters."""
+    if not p:
+        return "—"
+    steps = " → ".join(op_text({"step": s["step"], "params": s.get("params", {})})
+                       for s in p["steps"]) or "(source)"
+    rt = p["runtime"]
+    return f"{steps} ⇒ {op_text({'step': rt['name'], 'params': rt.get('params', {})})}"
+

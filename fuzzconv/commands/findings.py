@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -11,7 +10,7 @@ import typer
 from rich.text import Text
 
 from ..errors import UsageError
-from ..tables import Col, Rows, print_table
+from ..tables import Col, Rows, op_text, pipeline_text, print_table
 from .base import (KEY_VALUE, JsonOpt, PluginOpt, Status, StoreOpt, WideOpt,
                    app, console, out, print_json)
 
@@ -69,7 +68,7 @@ def reports(
             Col("worst flip", drop=4), Col("models", "name", drop=6), Col("first seen", drop=8),
             Col("last seen", drop=7), Col("status", drop=3)]
     cells = [[", ".join(r["ids"]) + (" …" if r["count"] > len(r["ids"]) else ""),
-              r["symptom"], _culprit(r["culprit"]), str(r["count"]),
+              r["symptom"], op_text(r["culprit"]), str(r["count"]),
               f"{r['worst_flip_rate']:.1%}" if r["worst_flip_rate"] is not None else "—",
               ", ".join(r["models"]), when(r["first_seen"]), when(r["last_seen"]), r["status"]]
              for r in rows]
@@ -104,22 +103,6 @@ def campaigns(*, store: StoreOpt = Path("fuzzconv-out"), json_: JsonOpt = False,
                 title=f"{len(camps)} campaigns in {store}", wide=wide)
 
 
-def _culprit(c: Any) -> str:
-    if not c:
-        return "—"
-    params = ",".join(f"{k}={json.dumps(v)}" for k, v in c["params"].items())
-    return f"{c['step']}({params})" if params else c["step"]
-
-
-def _pipeline_text(p: Any) -> str:
-    if not p:
-        return "—"
-    parts = [_culprit({"step": s["step"], "params": s.get("params", {})}) for s in p["steps"]]
-    rt = p["runtime"]
-    return " → ".join(parts or ["(source)"]) + " ⇒ " + _culprit({"step": rt["name"],
-                                                                 "params": rt.get("params", {})})
-
-
 @app.command()
 def show(
     finding_id: Annotated[str, typer.Argument(metavar="ID", help="Finding ID or unique prefix.")],
@@ -139,9 +122,9 @@ def show(
     t.add_row("flip rate", f"{fr:.1%} of {f['images']} images" if fr is not None else "—")
     t.add_row("signature", f["signature"])
     t.add_row("status", f.get("status", "new") + (" (flaky)" if f.get("flaky") else ""))
-    t.add_row("pipeline as found", _pipeline_text(f["pipeline"]))
-    t.add_row("minimal pipeline", _pipeline_text(f.get("minimal_pipeline")))
-    t.add_row("culprit", _culprit(f.get("culprit")))
+    t.add_row("pipeline as found", pipeline_text(f["pipeline"]))
+    t.add_row("minimal pipeline", pipeline_text(f.get("minimal_pipeline")))
+    t.add_row("culprit", op_text(f.get("culprit")))
     if f.get("pending"):
         t.add_row("pending", f"{', '.join(f['pending'])} (a running hunt does them after coverage or in "
                              f"the last quarter of its budget; fuzzconv shrink {f['id']} completes them)")
@@ -149,7 +132,7 @@ def show(
         t.add_row("culprit uncertain", f["culprit_uncertain"])
     sd = f.get("slowdown")
     if sd:
-        against = ("the same pipeline unoptimised: " + _pipeline_text(sd["base"])
+        against = ("the same pipeline unoptimised: " + pipeline_text(sd["base"])
                    if sd.get("vs") == "base" else "the source framework")
         t.add_row("slowdown", f"{sd['factor']:.2f}× slower: {sd['seconds']:.3g} s against "
                               f"{sd['base_seconds']:.3g} s per pass of {sd.get('batch', '?')} "
@@ -200,8 +183,8 @@ def shrink(
     if json_:
         print_json(f)
     else:
-        out.print(f"{f['id']}: {_pipeline_text(f.get('minimal_pipeline'))}; culprit "
-                  f"{_culprit(f.get('culprit'))}; fix hint: {f.get('fix_hint') or '—'}")
+        out.print(f"{f['id']}: {pipeline_text(f.get('minimal_pipeline'))}; culprit "
+                  f"{op_text(f.get('culprit'))}; fix hint: {f.get('fix_hint') or '—'}")
 
 
 @app.command()

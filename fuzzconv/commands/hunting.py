@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.text import Text
 
-from ..tables import Col, print_table
+from ..tables import Col, op_text, print_table
 from .base import (ImagesOpt, JsonOpt, PluginOpt, StoreOpt, WeightsOpt, WideOpt,
                    app, console, out, print_json)
 
@@ -75,12 +75,9 @@ def hunt(
 def _print_hunt(result: Any, store: Path, wide: bool) -> None:
     rows = []
     for f in result.findings:
-        cul = f["culprit"]
-        culprit = (cul["step"] + "(" + ",".join(f"{k}={v}" for k, v in cul["params"].items()) + ")"
-                   if cul else "—")
         fr = f"{f['flip_rate']:.1%}" if f.get("flip_rate") is not None else "—"
         chain = " → ".join(s["step"] for s in f["pipeline"]["steps"]) + " ⇒ " + f["pipeline"]["runtime"]["name"]
-        rows.append([f["id"], f["symptom"], fr, culprit, chain])
+        rows.append([f["id"], f["symptom"], fr, op_text(f["culprit"]), chain])
     print_table(out, [Col("id", "name"), Col("symptom", "name"), Col("flip rate", drop=2),
                       Col("culprit"), Col("pipeline", drop=1)], rows, wide=wide,
                 title=f"campaign {result.campaign}: {result.evaluations} evaluations in "

@@ -18,6 +18,7 @@ from ...campaign import HuntConfig
 from ...errors import UsageError
 from ...liveness import status_text
 from ...oracle import top_k
+from ...tables import op_text, pipeline_text
 from .charts import STAGES, bar_svg, flip_charts, timing_chart
 from .outputs import CachedOutputs
 from .page import esc, percent, when
@@ -29,22 +30,6 @@ def header(store: Path, camps: list[dict[str, Any]], finds: dict[str, list]) -> 
     n = sum(len(v) for v in finds.values())
     return (f"<h1>fuzzconv report</h1><p class=\"muted\">store <code>{esc(store)}</code> · "
             f"{len(camps)} campaign(s) · {n} finding(s) · written {when(time.time())}</p>")
-
-
-def _culprit(c: dict[str, Any] | None) -> str:
-    if not c:
-        return "—"
-    params = ",".join(f"{k}={json.dumps(v)}" for k, v in c["params"].items())
-    return f"{c['step']}({params})" if params else c["step"]
-
-
-def _chain(p: dict[str, Any] | None) -> str:
-    if not p:
-        return "—"
-    steps = " → ".join(_culprit({"step": s["step"], "params": s.get("params", {})})
-                       for s in p["steps"]) or "(source)"
-    rt = p["runtime"]
-    return f"{steps} ⇒ {_culprit({'step': rt['name'], 'params': rt.get('params', {})})}"
 
 
 def campaign(camp: dict[str, Any], evals: list[dict[str, Any]], finds: list[dict[str, Any]],
@@ -118,11 +103,11 @@ def _findings_table(finds: list[dict[str, Any]]) -> str:
             f"<td><span class=\"sym sym-{esc(f['symptom'])}\">{esc(f['symptom'])}</span></td>",
             f"<td class=\"num\" data-sort=\"{'' if fr is None else fr}\">{percent(fr)}</td>",
             f"<td class=\"num\">{esc(f.get('flipping_images', '—'))}</td>",
-            f"<td><code>{esc(_culprit(f.get('culprit')))}</code></td>",
+            f"<td><code>{esc(op_text(f.get('culprit')))}</code></td>",
             f"<td>{esc(f.get('status', 'new'))}</td>",
             f"<td class=\"num\">{esc(f.get('hits', 1))}</td>",
             f"<td>{'yes' if f.get('flaky') else 'no'}</td>",
-            f"<td>{esc(_chain(f.get('minimal_pipeline') or f['pipeline']))}</td>",
+            f"<td>{esc(pipeline_text(f.get('minimal_pipeline') or f['pipeline']))}</td>",
             f"<td data-sort=\"{f.get('first_seen', '')}\">{when(f.get('first_seen'))}</td>"]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return ("<table id=\"findings\" class=\"sortable\"><thead><tr>"
@@ -132,9 +117,9 @@ def _findings_table(finds: list[dict[str, Any]]) -> str:
 
 def _finding(camp: dict[str, Any], f: dict[str, Any], outputs: CachedOutputs | None) -> str:
     kv = [("signature", f"<code>{esc(f['signature'])}</code>"),
-          ("pipeline as found", esc(_chain(f["pipeline"]))),
-          ("minimal pipeline", esc(_chain(f.get("minimal_pipeline")))),
-          ("culprit", f"<code>{esc(_culprit(f.get('culprit')))}</code>"),
+          ("pipeline as found", esc(pipeline_text(f["pipeline"]))),
+          ("minimal pipeline", esc(pipeline_text(f.get("minimal_pipeline")))),
+          ("culprit", f"<code>{esc(op_text(f.get('culprit')))}</code>"),
           ("flip rate", f"{percent(f.get('flip_rate'))} of {f.get('images', '?')} images")]
     for key, label in (("fix_hint", "fix hint"), ("first_divergent_node", "first divergent node"),
                        ("bundle", "bundle")):
@@ -145,7 +130,7 @@ def _finding(camp: dict[str, Any], f: dict[str, Any], outputs: CachedOutputs | N
         kv.append(("slowdown", f"{sd['factor']:.2f}× slower: {sd['seconds']:.3g} s against "
                                f"{sd['base_seconds']:.3g} s per pass of {sd.get('batch', '?')} "
                                "images, timed side by side, against "
-                               + (esc(_chain(sd["base"])) if sd.get("vs") == "base"
+                               + (esc(pipeline_text(sd["base"])) if sd.get("vs") == "base"
                                   else "the source framework")))
     if f.get("culprit_uncertain"):
         kv.append(("culprit uncertain", esc(f["culprit_uncertain"])))

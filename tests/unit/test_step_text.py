@@ -3,7 +3,6 @@ HTML report): parameters as JSON values, so what a user reads is what a pipeline
 
 from __future__ import annotations
 
-
 from fuzzconv.tables import op_text, pipeline_text
 
 

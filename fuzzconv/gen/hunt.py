@@ -112,8 +112,10 @@ class GeneratedSubject:
             model = self._next_model()
             if model is None:
                 return
-            ctx = self.context(model)
             try:
+                # a model no path of the hunt's focus can reach, or its own framework cannot
+                # run, is skipped with the reason, never the end of the hunt
+                ctx = self.context(model)
                 ctx.evaluator.reference  # noqa: B018 - builds and calibrates it
             except UsageError as exc:
                 self.skipped[model] = str(exc)

@@ -77,3 +77,32 @@ def test_an_injected_one_layer_fault_shrinks_to_that_layer(tmp_path):
     shown = CliRunner().invoke(app, ["show", f["id"], "--store", str(store), "--json"])
     assert json.loads(shown.stdout)["minimal_model_spec"] == f["minimal_model_spec"]
     assert GenSpec.from_dict(f["minimal_model_spec"]).name == f["minimal_pipeline"]["model"]
+
+
+@needs("torch", "ort")
+def test_a_drawn_model_the_focus_cannot_reach_is_skipped_and_the_hunt_goes_on(tmp_path,
+                                                                               monkeypatch):
+    import fuzzconv.gen.hunt as gen_hunt
+
+    def torch_spec(*layers):
+        spec = GenSpec("torch", 16, ())
+        for kind, attrs in layers:
+            spec = spec.insert(len(spec.layers), Layer.make(kind, attrs, len(spec.layers),
+                                                            "torch"))
+        return spec
+
+    # an antialiased resize: torch.onnx.export refuses it, so no pipeline reaches ONNX Runtime
+    blocked = torch_spec(("conv", {"filters": 8, "padding": "same"}),
+                         ("resize", {"mode": "bilinear", "antialias": True}))
+    plain = torch_spec(("conv", {"filters": 8, "padding": "same"}), ("act", {"fn": "relu"}))
+    drawn = iter([blocked, plain])
+    monkeypatch.setattr(gen_hunt, "draw_spec", lambda *a, **k: next(drawn, None))
+    monkeypatch.setattr(gen_hunt, "P_NEW", 1.0)  # draw, never mutate
+    r = CliRunner().invoke(app, ["hunt", "--model", "gen:torch", "--focus", "ort",
+                                 "--max-evals", "2", "--limit", "16", "--slowdown", "1000",
+                                 "--store", str(tmp_path / "store"), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert f"{blocked.name} skipped: no pipeline containing ort is reachable" in "\n".join(
+        out["limitations"])
+    assert out["evaluations"] >= 1  # the next model was hunted

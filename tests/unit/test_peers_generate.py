@@ -138,3 +138,19 @@ def test_bad_input_is_one_line_and_exit_2(argv, capsys):
     assert bench.main([*argv, "--no-write"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_supervise_restarts_a_run_whose_memory_passes_the_cap_until_the_time_is_spent():
+    import subprocess
+
+    started = []
+
+    def start(left, k):
+        started.append(left)
+        # a stand-in that holds ~64 MB: over a 32 MB cap at once
+        return subprocess.Popen([sys.executable, "-c",
+                                 "import time; b = bytearray(64 << 20); time.sleep(60)"])
+
+    segments = bench.supervise(start, seconds=26, cap=32 << 20)
+    assert len(segments) >= 1 and all(s["end"].startswith("stopped at") for s in segments)
+    assert started[0] <= 26 and all(b < a for a, b in zip(started, started[1:]))

@@ -258,7 +258,8 @@ def onnx_ops(path: Path) -> set[str]:
 
 class Collector(threading.Thread):
     """Reads every test case NNSmith saves (its operators) and deletes it, so an hour of saved
-    cases does not fill the disk."""
+    cases does not fill the disk. Each run saves into a folder of its own under ``root`` (NNSmith
+    refuses a folder that exists)."""
 
     def __init__(self, root: Path):
         super().__init__(daemon=True)
@@ -269,7 +270,7 @@ class Collector(threading.Thread):
         if not self.root.exists():
             return
         now = time.time()
-        for case in self.root.iterdir():
+        for case in self.root.glob("*/*"):
             if case.is_dir() and now - case.stat().st_mtime >= settle:
                 self.models += 1
                 self.ops.update(onnx_ops(case / "model.onnx"))
@@ -398,7 +399,7 @@ def run(store: Path, minutes: float, seed: int, together: bool, bundles: bool,
         return subprocess.Popen(
             [str(peer.venv / "bin" / "nnsmith.fuzz"), "model.type=onnx",
              "backend.type=onnxruntime", f"fuzz.time={left}s", f"fuzz.root={nroot / str(k)}",
-             f"fuzz.save_test={saved}", f"fuzz.seed={seed + k}"],
+             f"fuzz.save_test={saved / str(k)}", f"fuzz.seed={seed + k}"],
             cwd=store / "nnsmith-cwd", env=peer.env(), stdout=nlog.open("a"),
             stderr=subprocess.STDOUT)
 

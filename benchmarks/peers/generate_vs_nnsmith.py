@@ -266,20 +266,23 @@ class Collector(threading.Thread):
         self.root, self.models, self.ops = root, 0, collections.Counter()
         self.done = threading.Event()
 
-    def sweep(self, settle: float) -> None:
+    def sweep(self, final: bool = False) -> None:
+        """Read and delete the saved cases; while NNSmith runs, the newest case of each run is
+        left alone (NNSmith writes its cases one after the other, and may still be writing it)."""
         if not self.root.exists():
             return
-        now = time.time()
-        for case in self.root.glob("*/*"):
-            if case.is_dir() and now - case.stat().st_mtime >= settle:
+        for run in self.root.iterdir():
+            cases = sorted((c for c in run.iterdir() if c.is_dir()),
+                           key=lambda c: c.stat().st_mtime)
+            for case in cases if final else cases[:-1]:
                 self.models += 1
                 self.ops.update(onnx_ops(case / "model.onnx"))
                 shutil.rmtree(case, ignore_errors=True)
 
     def run(self) -> None:
         while not self.done.wait(5):
-            self.sweep(settle=3)
-        self.sweep(settle=0)
+            self.sweep()
+        self.sweep(final=True)
 
 
 def nnsmith_bucket(bug: Path) -> dict[str, Any]:

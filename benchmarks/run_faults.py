@@ -370,12 +370,10 @@ def markdown(runs: list[Run], args: argparse.Namespace, started: str) -> str:
 def write_results(text: str, begin: str = BEGIN, end: str = END) -> None:
     """Put ``text`` (which starts with ``begin`` and ends with ``end``) in RESULTS.md, replacing
     the section between those markers, or at the end of the file the first time."""
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if begin in old and end in old:
-        new = old[:old.index(begin)] + text + old[old.index(end) + len(end):]
-    else:
-        new = old.rstrip() + "\n\n" + text + "\n"
-    RESULTS.write_text(new)
+    sys.path.insert(0, str(HERE / "perf"))
+    from results_section import write_section  # benchmarks/perf/
+
+    write_section(text, begin, end, RESULTS)
 
 
 def main(argv: list[str] | None = None) -> int:

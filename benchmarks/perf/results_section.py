@@ -14,9 +14,10 @@ RESULTS = Path(__file__).resolve().parents[1] / "RESULTS.md"
 
 def write_section(text: str, begin: str, end: str, results: Path = RESULTS) -> None:
     """Replace what lies between ``begin`` and ``end`` (markers included, and held by ``text``)
-    with ``text``, or append ``text`` when the markers are not there yet."""
-    old = results.read_text()
-    if begin in old:
+    with ``text``, or append ``text`` when the markers are not there yet. Every benchmark that
+    writes a marked section of RESULTS.md writes it here."""
+    old = results.read_text() if results.exists() else "# Benchmark results\n"
+    if begin in old and end in old:
         old = old[:old.index(begin)] + text + old[old.index(end) + len(end):]
     else:
         old = old.rstrip() + "\n\n" + text + "\n"

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable
 
 from .costs import CostModel, Estimate, Measurement
@@ -52,6 +53,7 @@ P_FOCUS = 1.0  # a setting of the focus step: what its author is testing
 P_QUANTIZATION = 0.9
 P_DIVERGED_ELSEWHERE = 0.6
 P_PRECISION = 0.5
+P_COMPANION = 0.5  # another step of the focus step's plugin file
 P_ARITHMETIC = 0.1
 P_CHAIN = 0.1
 P_UNTRIED = 0.05
@@ -291,6 +293,8 @@ class Planner:
         if op.reduces_precision(atom.param, value) or (
                 atom.param is None and op.optional and op.precision is True):
             return P_PRECISION, "computes in reduced precision"
+        if self.is_companion(op):
+            return P_COMPANION, f"shipped with the focus step ({Path(op.source_file or '').name})"
         if op.changes_arithmetic(atom.param, value) or (
                 atom.param is None and op.optional and op.arithmetic is True):
             return P_ARITHMETIC, "changes arithmetic"
@@ -298,6 +302,13 @@ class Planner:
         if n:
             return P_UNTRIED / (1 + n), f"agreed in {n} earlier evaluations"
         return P_UNTRIED, "not tried yet"
+
+    def is_companion(self, op: Any) -> bool:
+        """Whether ``op`` comes from the plugin file that defined the focus step (not the focus
+        step itself)."""
+        f = self.space.focus
+        return (f is not None and op.name != f.name and op.source_file is not None
+                and op.source_file == f.source_file)
 
     def pipeline_risk(self, p: Pipeline) -> tuple[float, str]:
         """The riskiest option a pipeline holds that is not at its default."""

@@ -8,9 +8,9 @@ from fuzzconv.campaign import HuntConfig
 from fuzzconv.costs import CostModel, Measurement
 from fuzzconv.engine import Hunt
 from fuzzconv.pipeline import Pipeline
-from fuzzconv.plan import (P_ARITHMETIC, P_DIVERGED_ELSEWHERE, P_PRECISION, P_QUANTIZATION,
-                           P_UNTRIED, History)
-from fuzzconv.registry import Registry
+from fuzzconv.plan import (P_ARITHMETIC, P_COMPANION, P_DIVERGED_ELSEWHERE, P_PRECISION,
+                           P_QUANTIZATION, P_UNTRIED, History)
+from fuzzconv.registry import Operation, Registry
 from fuzzconv.store import Store
 
 from .fakes import FakeCorpus, FakeExecutor, fake_registry, has
@@ -119,6 +119,42 @@ def test_a_known_culprit_is_reset_in_later_candidates(tmp_path):
     masked = [e for e in after if e["outcome"].get("masked")]
     assert masked and all(e["symptom"] is None for e in masked)
     assert all('"level": 2' not in str(e["pipeline"]) for e in masked)
+
+
+def _armed_then_fired(p: Pipeline) -> bool:
+    """The two-step fault: ``pair.arm(armed=True)`` somewhere before ``pair.fire(scale=0.5)``."""
+    names = [(s.name, s.params) for s in p.steps]
+    arm = next((i for i, (n, q) in enumerate(names) if n == "pair.arm" and q["armed"]), None)
+    fire = next((i for i, (n, q) in enumerate(names) if n == "pair.fire" and q["scale"] == 0.5), None)
+    return arm is not None and fire is not None and arm < fire
+
+
+def test_a_focused_hunt_tries_the_other_steps_of_the_focus_steps_plugin_first(tmp_path):
+    # Two steps shipped in one plugin file that only diverge together, in one order: a focused
+    # hunt must not leave the pair to the mutation phase behind every built-in option.
+    reg = _declared(fake__rewrite={"arithmetic": {"level": [1, 2]}})
+    for name, choices, defaults in [("pair.arm", {"armed": [False, True]}, {"armed": False}),
+                                    ("pair.fire", {"scale": [1.0, 0.5]}, {"scale": 1.0})]:
+        reg.add(Operation(name, "step", "onnx", "onnx", "ort", print, choices, defaults,
+                          source_file="/plugins/pair.py"))
+    ex = FakeExecutor(registry=reg, flip_faults=[_armed_then_fired])
+    plan = _hunt(tmp_path, ex, max_evals=1, focus="pair.fire").coverage_plan()
+    arm = [c for c in plan if c.atom is not None and c.atom.op == "pair.arm"]
+    assert arm and all(c.risk == P_COMPANION and "pair.py" in c.why for c in arm)
+    ranks = {c.pipeline.hash: i for i, c in enumerate(plan)}
+    builtin = [c for c in plan if c.atom is not None and c.atom.op.startswith("fake.")]
+    assert builtin and max(ranks[c.pipeline.hash] for c in arm) < min(
+        ranks[c.pipeline.hash] for c in builtin)
+    # both sides of the focus step are tried, and one of them is the bug
+    assert sum(_armed_then_fired(c.pipeline) for c in arm) == 1
+    # the hunt finds it in coverage, within the first candidates, with the fire step to blame
+    result = _hunt(tmp_path, FakeExecutor(registry=reg, flip_faults=[_armed_then_fired]),
+                   max_evals=12, focus="pair.fire", shrink=False).run()
+    flips = [f for f in result.findings if f["symptom"] == "label_flip"]
+    assert flips and all("pair.arm" in str(f["pipeline"]) for f in flips)
+    # without a focus the plugin's steps are options like any other
+    plain = _hunt(tmp_path / "plain", FakeExecutor(registry=reg), max_evals=1).coverage_plan()
+    assert all(c.risk != P_COMPANION for c in plain if c.atom and c.atom.op == "pair.arm")
 
 
 def test_plan_lists_candidates_with_estimates_and_reasons_and_runs_nothing(tmp_path):

@@ -40,7 +40,9 @@ inconsistency by the operator type and data type of the first output that differ
 does not reduce: a bug directory (``model.onnx``, ``oracle.pkl``) replays with
 ``nnsmith.model_exec`` but is not a reduced, standalone reproducer. fuzzconv's one finding per
 bucket is bundled (``fuzzconv bundle``) and its ``repro.py`` run where fuzzconv cannot be
-imported. Results go to the console and to ``benchmarks/RESULTS.md`` between the
+imported. NNSmith does not judge its reports either: ``nnsmith_triage.py`` (beside this file)
+gives each bucket a third opinion, onnx's reference evaluator and a float64 computation, and
+counts the real ones (``--render`` judges a saved report's bug folders when it has no verdicts). Results go to the console and to ``benchmarks/RESULTS.md`` between the
 ``peers-generate`` markers.
 """
 
@@ -65,10 +67,12 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks" / "perf"))
+sys.path.insert(0, str(HERE))
 from generated_yield import (  # benchmarks/perf/, on the path above
     bucket_rows,
     bundle_each,
 )
+from nnsmith_triage import REAL, triage, triage_text  # beside this file
 
 BEGIN, END = "<!-- peers-generate:begin -->", "<!-- peers-generate:end -->"
 NNSMITH = "nnsmith[onnx,onnxruntime]==0.1.0"
@@ -306,7 +310,7 @@ def nnsmith_bucket(bug: Path) -> dict[str, Any]:
         msg = re.sub(r"node with name '[^']*'", "", last[0])
         msg = re.sub(r"(/[\w.\-]+)+", "PATH", re.sub(r"0x[0-9a-f]+", "ADDR", msg))
         key = f"{symptom}: {msg.strip()[:160]}"
-    return {"dir": bug.name, "symptom": symptom, "stage": meta.get("stage"), "key": key,
+    return {"run": bug.parent.name, "dir": bug.name, "symptom": symptom, "stage": meta.get("stage"), "key": key,
             "ops": sorted(ops)}
 
 
@@ -435,12 +439,14 @@ def run(store: Path, minutes: float, seed: int, together: bool, bundles: bool,
 
     bugs = [nnsmith_bucket(b) for b in sorted(nroot.glob("*/bug-*"))]
     nkeys = collections.Counter(b["key"] for b in bugs)
+    say(f"judging NNSmith's {len(nkeys)} buckets (ONNX reference, float64)")
     # every test case is saved and read: that count is the models generated, whichever way a
     # segment ended (a stopped one prints no totals)
     nnsmith = {"models": collector.models, "ops": dict(collector.ops),
                "reports": len(bugs), "buckets": dict(nkeys), "segments": segments,
                "rss_cap_gb": rss_cap / 2**30,
-               "bucket_ops": {k: next(b["ops"] for b in bugs if b["key"] == k) for k in nkeys}}
+               "bucket_ops": {k: next(b["ops"] for b in bugs if b["key"] == k) for k in nkeys},
+               "triage": triage(bugs, nroot)}
 
     try:
         hunt = json.loads(fout)
@@ -498,7 +504,14 @@ def markdown(report: dict[str, Any]) -> str:
               f"| buckets per hour | {len(n['buckets']) / hours:.1f} | "
               f"{len(f['buckets']) / hours:.1f} |",
               f"| buckets reduced to a standalone reproducer | 0 (no reducer; bug directories "
-              f"replay with `nnsmith.model_exec`) | {fz_rep} of {len(f['buckets'])} |", ""]
+              f"replay with `nnsmith.model_exec`) | {fz_rep} of {len(f['buckets'])} |"]
+    tri = n.get("triage")
+    if tri:
+        real_f = sum(b.get("repro") == "REPRODUCED" for b in f["buckets"])
+        lines += [f"| real buckets (NNSmith's: judged below; fuzzconv's: reproduced by their "
+                  f"bundles) | {tri['real']} | {real_f} |",
+                  f"| real buckets per hour | {tri['real'] / hours:.1f} | {real_f / hours:.1f} |"]
+    lines.append("")
     segs = n.get("segments") or []
     if len(segs) > 1:
         ends = collections.Counter(x["end"].split(" at ")[0] for x in segs)
@@ -511,10 +524,16 @@ def markdown(report: dict[str, Any]) -> str:
     only_f = sorted(set(f["ops"]) - set(n["ops"]))
     lines += [f"Operator types only NNSmith's models held: {', '.join(only_n) or 'none'}. "
               f"Only fuzzconv's: {', '.join(only_f) or 'none'}.", "",
-              "NNSmith's buckets (its reports grouped as the docstring says):", "",
-              "| bucket | reports | operators of the first report's model |", "|---|---|---|"]
+              "NNSmith's buckets (its reports grouped as the docstring says):", ""]
+    judged = (tri or {}).get("buckets", {})
+    if tri:
+        lines += [triage_text(tri), ""]
+    lines += ["| bucket | reports | verdict | operators of the first report's model |",
+              "|---|---|---|---|"]
     for key, count in sorted(n["buckets"].items(), key=lambda kv: -kv[1]):
-        lines.append(f"| {_cell(key)} | {count} | {', '.join(n['bucket_ops'][key])} |")
+        v = judged.get(key, {}).get("verdict", "not judged")
+        lines.append(f"| {_cell(key)} | {count} | {'**' + v + '**' if v in REAL else v} | "
+                     f"{', '.join(n['bucket_ops'][key])} |")
     lines += ["", "fuzzconv's buckets:", "",
               "| finding | symptom | minimal pipeline | culprit | minimal model | repro.py |",
               "|---|---|---|---|---|---|"]
@@ -532,9 +551,10 @@ READING = (
     "How to read it. The two tools ask different questions of the same runtime. NNSmith draws "
     "small graphs of any tensors (ranks 0 to 5; float16, float32, float64, integer and boolean "
     "data), runs them in PyTorch eager and in ONNX Runtime on random inputs and reports any "
-    "output that differs beyond rtol 1e-2, atol 1e-3, or any exception; nothing says whether a "
-    "difference is a bug (a float16 rounding, an integer division, an operator ONNX Runtime "
-    "does not implement for a data type count the same), and a report is a whole model. "
+    "output that differs beyond rtol 1e-2, atol 1e-3, or any exception; it does not say whether "
+    "a difference is a bug (a float16 rounding, an integer division, an operator ONNX Runtime "
+    "does not implement for a data type count the same: the verdict column above is this "
+    "harness's, not NNSmith's), and a report is a whole model. "
     "fuzzconv draws image classifiers of the layers converters are known to get wrong, judges "
     "them on labels and logits over an image corpus, tells a converter's documented refusal "
     "(a limitation) from a divergence, and shrinks each finding to its step, its options and a "
@@ -567,6 +587,12 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, json.JSONDecodeError) as e:
             print(f"cannot read {args.render}: {e}", file=sys.stderr)
             return 2
+        nroot = args.render.parent / "nnsmith"
+        if report.get("ran") and "triage" not in report["nnsmith"] and nroot.is_dir():
+            # a report written before reports were judged: judge the bug folders beside it
+            bugs = [nnsmith_bucket(b) for b in sorted(nroot.glob("*/bug-*"))]
+            report["nnsmith"]["triage"] = triage(bugs, nroot)
+            args.render.write_text(json.dumps(report, indent=1))
     else:
         # SIGTERM unwinds like Ctrl-C, so both tools are stopped with this process
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

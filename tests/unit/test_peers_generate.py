@@ -134,6 +134,19 @@ def test_the_table_is_written_from_a_saved_report():
     assert "x\\|y" in text  # a pipe in a message does not split the cell
 
 
+def test_judged_buckets_give_the_real_buckets_per_hour_and_a_verdict_column():
+    rep = _report()
+    rep["nnsmith"]["triage"] = {
+        "per_bucket": 5, "real": 1, "counts": {"ORT fails": 1, "ORT nearer float64": 1},
+        "buckets": {"exception: Erf": {"verdict": "ORT fails"},
+                    "inconsistency: Round": {"verdict": "ORT nearer float64"}}}
+    text = bench.markdown(rep)
+    assert "| real buckets per hour | 2.0 | 2.0 |" in text  # 30 minutes
+    assert "| exception: Erf | 30 | **ORT fails** | Erf |" in text
+    assert "| inconsistency: Round | 10 | ORT nearer float64 | Round |" in text
+    assert "ORT fails: 1; ORT nearer float64: 1" in text
+
+
 def test_a_peer_that_never_ran_says_so():
     text = bench.markdown(_report(ran=False))
     assert "NNSmith could not run here, so nothing was compared." in text

@@ -1,0 +1,206 @@
+"""Which of NNSmith's reports are ONNX Runtime's bugs: a third opinion on each.
+
+NNSmith reports any output of ONNX Runtime that differs from PyTorch eager's beyond rtol 1e-2,
+atol 1e-3, and any exception; it does not say whose the difference is. Here each saved report
+(``model.onnx``, ``oracle.pkl``: the inputs and PyTorch's outputs) is run again in ONNX Runtime
+(all graph optimisations, as NNSmith ran it) and in onnx's own reference evaluator
+(``onnx.reference``, the operators' specification in numpy), and judged:
+
+* **ORT alone differs** — the reference agrees with PyTorch, ONNX Runtime with neither, and
+  ONNX Runtime is further than PyTorch from the float64 result (below): a candidate ONNX
+  Runtime bug.
+* **ORT follows the ONNX reference** — the difference is PyTorch's semantics against the ONNX
+  operator's (a float16 rounding, a cast of an out-of-range value, a tie): not a runtime bug.
+* **ORT nearer float64** — ONNX Runtime differs from both, but the same model computed in float64
+  (every floating type raised to double, in the reference evaluator) is at least as close to
+  ONNX Runtime's output as to PyTorch's: ONNX Runtime computes float16 operators in float32
+  (its ``InsertCastTransformer``, even with every optimisation disabled) and rounds less often.
+  Not a bug.
+* **all three differ** — no two agree, and ONNX Runtime is not nearer the float64 result
+  (ill-conditioned arithmetic such as ``Tan`` near a pole): undecided.
+* **ORT fails** — the exception happens again on a model ``onnx.checker`` accepts (full check):
+  an ONNX Runtime failure; **invalid model** when the checker rejects it (NNSmith's doing).
+* **not reproduced** — ONNX Runtime now agrees with PyTorch, or no longer raises.
+
+Run with the fuzzconv venv (onnx, onnxruntime, numpy; no NNSmith needed). The versions must be
+NNSmith's, which the report records.
+"""
+
+from __future__ import annotations
+
+import collections
+import pickle
+from pathlib import Path
+from typing import Any
+
+RTOL, ATOL = 1e-2, 1e-3  # NNSmith's
+
+REAL = ("ORT alone differs", "ORT fails")
+VERDICTS = ("ORT alone differs", "ORT fails", "ORT follows the ONNX reference",
+            "ORT nearer float64", "all three differ", "invalid model", "not reproduced",
+            "cannot judge")
+
+
+def _close(a: Any, b: Any) -> bool:
+    import numpy as np
+
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        return False
+    if a.dtype.kind in "fc" or b.dtype.kind in "fc":
+        return bool(np.allclose(a.astype(np.float64), b.astype(np.float64), rtol=RTOL, atol=ATOL,
+                                equal_nan=True))
+    return bool(np.array_equal(a, b))
+
+
+def _ort(model: Path, inputs: dict[str, Any]) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, inputs), strict=True))
+
+
+def _reference(model: Path, inputs: dict[str, Any]) -> dict[str, Any]:
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    m = onnx.load(str(model))
+    names = [o.name for o in m.graph.output]
+    return dict(zip(names, ReferenceEvaluator(m).run(None, inputs), strict=True))
+
+
+def _float64(model: Any) -> Any:
+    """``model`` with every floating type (inputs, outputs, initializers, constants, casts)
+    raised to double, and its intermediate types dropped for the evaluator to infer."""
+    from onnx import AttributeProto, TensorProto, numpy_helper
+
+    floats = {TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.FLOAT}
+    m = type(model)()
+    m.CopyFrom(model)
+    g = m.graph
+
+    def wide(t: Any) -> Any:
+        return numpy_helper.from_array(numpy_helper.to_array(t).astype("float64"), t.name)
+
+    for vi in [*g.input, *g.output]:
+        if vi.type.tensor_type.elem_type in floats:
+            vi.type.tensor_type.elem_type = TensorProto.DOUBLE
+    del g.value_info[:]
+    for i, t in enumerate(g.initializer):
+        if t.data_type in floats:
+            g.initializer[i].CopyFrom(wide(t))
+    for node in g.node:
+        for a in node.attribute:
+            if node.op_type == "Cast" and a.name == "to" and a.i in floats:
+                a.i = TensorProto.DOUBLE
+            elif a.type == AttributeProto.TENSOR and a.t.data_type in floats:
+                a.t.CopyFrom(wide(a.t))
+    return m
+
+
+def _misses(got: Any, truth: Any) -> int:
+    """How many elements of ``got`` are not close to ``truth``."""
+    import numpy as np
+
+    got, truth = np.asarray(got, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    return int((~np.isclose(got, truth, rtol=RTOL, atol=ATOL, equal_nan=True)).sum())
+
+
+def _nearer_float64(model: Path, inputs: dict[str, Any], out: str, got: Any,
+                    expected: Any) -> bool | None:
+    """Whether ONNX Runtime's ``got`` is at least as close as PyTorch's ``expected`` to the
+    float64 computation of output ``out`` (None when that cannot be computed)."""
+    import numpy as np
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    try:
+        m = _float64(onnx.load(str(model)))
+        wide = {k: (v.astype(np.float64) if np.asarray(v).dtype.kind == "f" else v)
+                for k, v in inputs.items()}
+        names = [o.name for o in m.graph.output]
+        truth = dict(zip(names, ReferenceEvaluator(m).run(None, wide), strict=True))[out]
+        if np.asarray(got).shape != np.asarray(truth).shape:
+            return None
+        return _misses(got, truth) <= _misses(expected, truth)
+    except Exception:  # noqa: BLE001  (an operator the reference lacks for doubles)
+        return None
+
+
+def judge(bug: Path) -> dict[str, Any]:
+    """The verdict on one NNSmith bug directory, with the output it is about."""
+    import onnx
+
+    model = bug / "model.onnx"
+    try:
+        oracle = pickle.loads((bug / "oracle.pkl").read_bytes())
+        inputs, expected = oracle["input"], oracle["output"]
+    except Exception as e:  # noqa: BLE001  (a report written half-way: nothing to judge)
+        return {"verdict": "cannot judge", "why": f"oracle.pkl: {type(e).__name__}"}
+    try:
+        got = _ort(model, inputs)
+    except Exception as e:  # noqa: BLE001  (the report's own symptom, or a new one)
+        try:
+            onnx.checker.check_model(onnx.load(str(model)), full_check=True)
+        except Exception as bad:  # noqa: BLE001
+            return {"verdict": "invalid model", "why": str(bad).splitlines()[0][:160]}
+        return {"verdict": "ORT fails", "why": str(e).splitlines()[0][:160]}
+    differ = [k for k, v in expected.items() if k in got and not _close(got[k], v)]
+    if not differ:
+        return {"verdict": "not reproduced", "why": "ONNX Runtime agrees with PyTorch"}
+    try:
+        ref = _reference(model, inputs)
+    except Exception as e:  # noqa: BLE001  (an operator or type the reference lacks)
+        return {"verdict": "cannot judge", "why": f"onnx.reference: {str(e).splitlines()[0][:120]}"}
+    out = differ[0]
+    if _close(got[out], ref[out]):
+        return {"verdict": "ORT follows the ONNX reference", "why": f"output {out}"}
+    nearer = _nearer_float64(model, inputs, out, got[out], expected[out])
+    if nearer:
+        verdict = "ORT nearer float64"
+    elif _close(expected[out], ref[out]):
+        verdict = "ORT alone differs"
+    else:
+        verdict = "all three differ"
+    why = {None: "; no float64 result", True: "", False: "; further from float64"}[nearer]
+    return {"verdict": verdict, "why": f"output {out}{why}"}
+
+
+def triage(bugs: list[dict[str, Any]], root: Path, per_bucket: int = 5) -> dict[str, Any]:
+    """Judge up to ``per_bucket`` reports of each bucket (``bugs``: :func:`nnsmith_bucket` rows
+    with their ``run`` folder under ``root``); a bucket is real when any judged report is."""
+    by_key: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+    for b in bugs:
+        by_key[b["key"]].append(b)
+    buckets = {}
+    for key, rows in sorted(by_key.items()):
+        verdicts = collections.Counter()
+        example = None
+        for b in rows[:per_bucket]:
+            v = judge(root / b["run"] / b["dir"])
+            verdicts[v["verdict"]] += 1
+            if example is None or (v["verdict"] in REAL and example["verdict"] not in REAL):
+                example = {**v, "report": f"{b['run']}/{b['dir']}"}
+        real = [v for v in REAL if verdicts[v]]
+        verdict = real[0] if real else verdicts.most_common(1)[0][0]
+        buckets[key] = {"verdict": verdict, "judged": dict(verdicts), "example": example}
+    counts = collections.Counter(b["verdict"] for b in buckets.values())
+    return {"per_bucket": per_bucket, "buckets": buckets,
+            "counts": {v: counts[v] for v in VERDICTS if counts[v]},
+            "real": sum(counts[v] for v in REAL)}
+
+
+def triage_text(tri: dict[str, Any]) -> str:
+    """What the verdict column below says, with the counts."""
+    counts = "; ".join(f"{v}: {n}" for v, n in tri["counts"].items())
+    return ("Each bucket judged on up to "
+            f"{tri['per_bucket']} of its reports by `benchmarks/peers/nnsmith_triage.py`: the "
+            "saved model run again in ONNX Runtime, in onnx's reference evaluator (the operators' "
+            "specification), and, raised to float64, in the reference evaluator again. A bucket "
+            "is real when ONNX Runtime fails on a model the ONNX checker accepts, or differs from "
+            "a PyTorch and a reference that agree while being further than PyTorch from the "
+            "float64 result; \"ORT nearer float64\" means ONNX Runtime computed the float16 "
+            f"operators in float32 and is the more exact of the two. Buckets: {counts}.")

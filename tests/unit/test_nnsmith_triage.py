@@ -4,28 +4,16 @@ Runtime and onnx's reference evaluator: bug folders written as NNSmith 0.1.0 wri
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-ROOT = Path(__file__).resolve().parents[2]
-PEERS = ROOT / "benchmarks" / "peers"
+from .peer_scripts import load_peer
 
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"peers_{name}", PEERS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-tri = _load("nnsmith_triage")
+tri = load_peer("nnsmith_triage")
 
 X16 = np.linspace(-3, 3, 64).astype(np.float16)
 

@@ -8,7 +8,6 @@ refusals of bad input.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -17,19 +16,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-ROOT = Path(__file__).resolve().parents[2]
-PATH = ROOT / "benchmarks" / "peers" / "generate_vs_nnsmith.py"
+from .peer_scripts import load_peer
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("peers_generate_vs_nnsmith", PATH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bench = _load()
+bench = load_peer("generate_vs_nnsmith")
 
 MISMATCH = """Traceback (most recent call last):
   File "/x/nnsmith/backends/factory.py", line 210, in verify_results

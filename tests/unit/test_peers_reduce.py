@@ -8,7 +8,6 @@ sample of what ``debug reduce`` prints.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -21,21 +20,14 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from ..conftest import needs
+from .peer_scripts import load_peer
 
 ROOT = Path(__file__).resolve().parents[2]
 PEERS = ROOT / "benchmarks" / "peers"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"peers_{name}", PEERS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-check = _load("check_divergence")
-bench = _load("reduce_vs_polygraphy")
+check = load_peer("check_divergence")
+bench = load_peer("reduce_vs_polygraphy")
 V = check.Verdict
 
 

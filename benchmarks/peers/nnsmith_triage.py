@@ -7,8 +7,9 @@ atol 1e-3, and any exception; it does not say whose the difference is. Here each
 (``onnx.reference``, the operators' specification in numpy), and judged:
 
 * **ORT alone differs** — the reference agrees with PyTorch, ONNX Runtime with neither, and
-  ONNX Runtime is further than PyTorch from the float64 result (below): a candidate ONNX
-  Runtime bug.
+  the reference at the model's own precision is on the float64 result (below) where ONNX
+  Runtime is not: the computation is well conditioned and ONNX Runtime alone is off, a
+  candidate ONNX Runtime bug.
 * **ORT follows the ONNX reference** — the difference is PyTorch's semantics against the ONNX
   operator's (a float16 rounding, a cast of an out-of-range value, a tie): not a runtime bug.
 * **ORT nearer float64** — ONNX Runtime differs from both, but the same model computed in float64
@@ -16,8 +17,9 @@ atol 1e-3, and any exception; it does not say whose the difference is. Here each
   ONNX Runtime's output as to PyTorch's: ONNX Runtime computes float16 operators in float32
   (its ``InsertCastTransformer``, even with every optimisation disabled) and rounds less often.
   Not a bug.
-* **all three differ** — no two agree, and ONNX Runtime is not nearer the float64 result
-  (ill-conditioned arithmetic such as ``Tan`` near a pole): undecided.
+* **all three differ** — no two agree, or the reference itself is off the float64 result
+  (ill-conditioned arithmetic such as ``Tan`` near a pole), and ONNX Runtime is not nearer it:
+  undecided.
 * **ORT fails** — the exception happens again on a model ``onnx.checker`` accepts (full check):
   an ONNX Runtime failure; **invalid model** when the checker rejects it (NNSmith's doing).
 * **not reproduced** — ONNX Runtime now agrees with PyTorch, or no longer raises.
@@ -29,11 +31,17 @@ NNSmith's, which the report records.
 from __future__ import annotations
 
 import collections
+import json
 import pickle
+import resource
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 RTOL, ATOL = 1e-2, 1e-3  # NNSmith's
+#: What one judgement may take: a few of NNSmith's models expand to tens of GB in float64.
+MEMORY_BYTES, SECONDS = 4 * 2**30, 120
 
 REAL = ("ORT alone differs", "ORT fails")
 VERDICTS = ("ORT alone differs", "ORT fails", "ORT follows the ONNX reference",
@@ -109,10 +117,9 @@ def _misses(got: Any, truth: Any) -> int:
     return int((~np.isclose(got, truth, rtol=RTOL, atol=ATOL, equal_nan=True)).sum())
 
 
-def _nearer_float64(model: Path, inputs: dict[str, Any], out: str, got: Any,
-                    expected: Any) -> bool | None:
-    """Whether ONNX Runtime's ``got`` is at least as close as PyTorch's ``expected`` to the
-    float64 computation of output ``out`` (None when that cannot be computed)."""
+def _float64_result(model: Path, inputs: dict[str, Any], out: str) -> Any:
+    """Output ``out`` of the model computed in float64 by the reference evaluator (None when it
+    cannot be)."""
     import numpy as np
     import onnx
     from onnx.reference import ReferenceEvaluator
@@ -122,16 +129,15 @@ def _nearer_float64(model: Path, inputs: dict[str, Any], out: str, got: Any,
         wide = {k: (v.astype(np.float64) if np.asarray(v).dtype.kind == "f" else v)
                 for k, v in inputs.items()}
         names = [o.name for o in m.graph.output]
-        truth = dict(zip(names, ReferenceEvaluator(m).run(None, wide), strict=True))[out]
-        if np.asarray(got).shape != np.asarray(truth).shape:
-            return None
-        return _misses(got, truth) <= _misses(expected, truth)
+        with np.errstate(all="ignore"):
+            return dict(zip(names, ReferenceEvaluator(m).run(None, wide), strict=True))[out]
     except Exception:  # noqa: BLE001  (an operator the reference lacks for doubles)
         return None
 
 
 def judge(bug: Path) -> dict[str, Any]:
     """The verdict on one NNSmith bug directory, with the output it is about."""
+    import numpy as np
     import onnx
 
     model = bug / "model.onnx"
@@ -158,20 +164,42 @@ def judge(bug: Path) -> dict[str, Any]:
     out = differ[0]
     if _close(got[out], ref[out]):
         return {"verdict": "ORT follows the ONNX reference", "why": f"output {out}"}
-    nearer = _nearer_float64(model, inputs, out, got[out], expected[out])
-    if nearer:
-        verdict = "ORT nearer float64"
-    elif _close(expected[out], ref[out]):
-        verdict = "ORT alone differs"
+    truth = _float64_result(model, inputs, out)
+    if truth is None or np.asarray(truth).shape != np.asarray(got[out]).shape:
+        verdict, why = ("ORT alone differs" if _close(expected[out], ref[out])
+                        else "all three differ"), "; no float64 result"
+    elif _misses(got[out], truth) <= _misses(expected[out], truth):
+        verdict, why = "ORT nearer float64", ""
+    elif _close(expected[out], ref[out]) and _misses(ref[out], truth) == 0:
+        verdict, why = "ORT alone differs", "; PyTorch and the reference are on float64's"
     else:
-        verdict = "all three differ"
-    why = {None: "; no float64 result", True: "", False: "; further from float64"}[nearer]
+        verdict, why = "all three differ", "; the reference is off float64 too (ill-conditioned)"
     return {"verdict": verdict, "why": f"output {out}{why}"}
+
+
+def judge_apart(bug: Path) -> dict[str, Any]:
+    """:func:`judge` in a child process held to ``MEMORY_BYTES`` and ``SECONDS``; one that goes
+    past either cannot be judged (and takes nothing else down with it)."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
+
+    try:
+        p = subprocess.run([sys.executable, __file__, str(bug)], capture_output=True, text=True,
+                           timeout=SECONDS, preexec_fn=limit)
+    except subprocess.TimeoutExpired:
+        return {"verdict": "cannot judge", "why": f"over {SECONDS} s"}
+    lines = p.stdout.strip().splitlines()
+    if p.returncode != 0 or not lines:
+        last = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
+        return {"verdict": "cannot judge", "why": f"over {MEMORY_BYTES / 2**30:g} GB or failed: "
+                f"{last[:120]}"}
+    return json.loads(lines[-1])
 
 
 def triage(bugs: list[dict[str, Any]], root: Path, per_bucket: int = 5) -> dict[str, Any]:
     """Judge up to ``per_bucket`` reports of each bucket (``bugs``: :func:`nnsmith_bucket` rows
-    with their ``run`` folder under ``root``); a bucket is real when any judged report is."""
+    with their ``run`` folder under ``root``); a bucket is real when any judged report is (and
+    judging it stops there)."""
     by_key: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     for b in bugs:
         by_key[b["key"]].append(b)
@@ -180,10 +208,12 @@ def triage(bugs: list[dict[str, Any]], root: Path, per_bucket: int = 5) -> dict[
         verdicts = collections.Counter()
         example = None
         for b in rows[:per_bucket]:
-            v = judge(root / b["run"] / b["dir"])
+            v = judge_apart(root / b["run"] / b["dir"])
             verdicts[v["verdict"]] += 1
             if example is None or (v["verdict"] in REAL and example["verdict"] not in REAL):
                 example = {**v, "report": f"{b['run']}/{b['dir']}"}
+            if v["verdict"] in REAL:
+                break  # the bucket is real; the rest would not change that
         real = [v for v in REAL if verdicts[v]]
         verdict = real[0] if real else verdicts.most_common(1)[0][0]
         buckets[key] = {"verdict": verdict, "judged": dict(verdicts), "example": example}
@@ -200,7 +230,10 @@ def triage_text(tri: dict[str, Any]) -> str:
             f"{tri['per_bucket']} of its reports by `benchmarks/peers/nnsmith_triage.py`: the "
             "saved model run again in ONNX Runtime, in onnx's reference evaluator (the operators' "
             "specification), and, raised to float64, in the reference evaluator again. A bucket "
-            "is real when ONNX Runtime fails on a model the ONNX checker accepts, or differs from "
-            "a PyTorch and a reference that agree while being further than PyTorch from the "
-            "float64 result; \"ORT nearer float64\" means ONNX Runtime computed the float16 "
+            "is real when ONNX Runtime fails on a model the ONNX checker accepts, or is off a "
+            "float64 result that PyTorch and the reference both meet; \"ORT nearer float64\" means ONNX Runtime computed the float16 "
             f"operators in float32 and is the more exact of the two. Buckets: {counts}.")
+
+
+if __name__ == "__main__":  # one judgement, for judge_apart
+    print(json.dumps(judge(Path(sys.argv[1]))))

@@ -94,7 +94,16 @@ def test_a_bucket_is_real_when_any_judged_report_is(tmp_path):
             {"run": "run0", "dir": "bug-torn", "key": "k2"}]
     t = tri.triage(bugs, tmp_path)
     assert t["buckets"]["k1"]["verdict"] == "ORT fails"
-    assert t["buckets"]["k1"]["judged"] == {"not reproduced": 1, "ORT fails": 1}
+    assert t["buckets"]["k1"]["judged"] == {"not reproduced": 1, "ORT fails": 1}  # then it stops
     assert t["buckets"]["k2"]["verdict"] == "cannot judge"
     assert t["real"] == 1 and t["counts"] == {"ORT fails": 1, "cannot judge": 1}
     assert "ORT fails: 1" in tri.triage_text(t)
+
+
+def test_a_judgement_past_its_memory_is_not_judged_and_harms_nothing_else(tmp_path, monkeypatch):
+    x = np.linspace(-1, 1, 64)
+    bug = _bug(tmp_path, "bug-erf", _chain(["Erf"], TensorProto.DOUBLE), x, x)
+    assert tri.judge_apart(bug)["verdict"] == "ORT fails"
+    monkeypatch.setattr(tri, "MEMORY_BYTES", 64 * 2**20)  # not enough to import onnxruntime
+    v = tri.judge_apart(bug)
+    assert v["verdict"] == "cannot judge" and "over 0.0625 GB" in v["why"]

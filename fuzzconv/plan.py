@@ -15,8 +15,12 @@ its chance of diverging divided by its estimated cost.
   :attr:`fuzzconv.registry.Operation.quantization`) come first: they move logits by a margin's
   worth nearly always; then options that diverged before in this store, on another model (their
   culprits bucket across models); then those declared to compute in reduced precision (float16:
-  ``precision``); then the other options declared to change the arithmetic (fast-math, fusion,
-  layout, generated schedules: ``arithmetic``), which move logits by rounding errors; then a new
+  ``precision``) and, in a focused hunt, the other steps of the focus step's plugin file (shipped
+  to be tried together); then, in a focused hunt, each option placed *before* a non-default
+  setting of the focus step (the setting fed an input another option made: a step that only goes
+  wrong after ``LegalizeOps`` shows it there); then the other options declared to change the
+  arithmetic (fast-math, fusion, layout, generated schedules: ``arithmetic``), which move logits
+  by rounding errors; then a new
   conversion chain; then other untried options; options tried again and again without ever
   diverging anywhere come last.
 * **Known bugs** are masked (:func:`mask`): once a culprit is known, a candidate holding it is
@@ -54,6 +58,7 @@ P_QUANTIZATION = 0.9
 P_DIVERGED_ELSEWHERE = 0.6
 P_PRECISION = 0.5
 P_COMPANION = 0.5  # another step of the focus step's plugin file
+P_FOCUS_INPUT = 0.2  # a focus setting fed what another option made (that option before it)
 P_ARITHMETIC = 0.1
 P_CHAIN = 0.1
 P_UNTRIED = 0.05
@@ -73,6 +78,7 @@ class Candidate:
     why: str = ""
     estimate: Estimate | None = None
     masked: list[str] = field(default_factory=list)  # known culprits reset in this pipeline
+    before_focus: bool = False  # a coverage variant whose option goes before the focus step
 
     @property
     def score(self) -> float:
@@ -367,6 +373,10 @@ class Planner:
                     # the focus step's own non-default settings are what its author tests
                     if g > 0 and self.space.focus is not None:
                         c.risk, c.why = max(c.risk, P_ARITHMETIC), f"{c.why}; focus setting"
+                        # ...and on a form of its input that another option made: a step that
+                        # only goes wrong after another pass (LegalizeOps, say) shows it here
+                        if c.before_focus:
+                            c.risk = max(c.risk, P_FOCUS_INPUT)
                     out.append(c)
         return out
 
@@ -387,7 +397,8 @@ class Planner:
                 early = self.variant(base, atom, before_focus=True)
                 if early is not None and early.hash != variant.hash:
                     variants.append(Candidate(early, "coverage", base, atom, r,
-                                              why + ", before the focus step"))
+                                              why + ", before the focus step",
+                                              before_focus=True))
                 break
         return variants
 

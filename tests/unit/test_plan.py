@@ -8,8 +8,8 @@ from fuzzconv.campaign import HuntConfig
 from fuzzconv.costs import CostModel, Measurement
 from fuzzconv.engine import Hunt
 from fuzzconv.pipeline import Pipeline
-from fuzzconv.plan import (P_ARITHMETIC, P_COMPANION, P_DIVERGED_ELSEWHERE, P_PRECISION,
-                           P_QUANTIZATION, P_UNTRIED, History)
+from fuzzconv.plan import (P_ARITHMETIC, P_COMPANION, P_DIVERGED_ELSEWHERE, P_FOCUS_INPUT,
+                           P_PRECISION, P_QUANTIZATION, P_UNTRIED, History)
 from fuzzconv.registry import Operation, Registry
 from fuzzconv.store import Store
 
@@ -155,6 +155,35 @@ def test_a_focused_hunt_tries_the_other_steps_of_the_focus_steps_plugin_first(tm
     # without a focus the plugin's steps are options like any other
     plain = _hunt(tmp_path / "plain", FakeExecutor(registry=reg), max_evals=1).coverage_plan()
     assert all(c.risk != P_COMPANION for c in plain if c.atom and c.atom.op == "pair.arm")
+
+
+def _lowered_then_focused(p: Pipeline) -> bool:
+    """A step that goes wrong only on what another pass made: ``fake.lower`` somewhere before
+    ``fake.rewrite(level=2)``."""
+    names = [(s.name, s.params) for s in p.steps]
+    low = next((i for i, (n, _) in enumerate(names) if n == "fake.lower"), None)
+    rw = next((i for i, (n, q) in enumerate(names) if n == "fake.rewrite" and q["level"] == 2), None)
+    return low is not None and rw is not None and low < rw
+
+
+def test_a_focus_setting_is_tried_on_what_other_options_made_before_the_rest(tmp_path):
+    reg = _declared(fake__rewrite={"arithmetic": {"level": [1]}})
+    for name in ("fake.lower", "fake.tidy", "fake.fold"):
+        reg.add(Operation(name, "step", "onnx", "onnx", "ort", print, {}, {}))
+    ex = FakeExecutor(registry=reg, flip_faults=[_lowered_then_focused])
+    plan = _hunt(tmp_path, ex, max_evals=1, focus="fake.rewrite").coverage_plan()
+    early = [c for c in plan if c.before_focus and c.atom and c.atom.op.startswith("fake.")
+             and '"level":2' in c.pipeline.canonical_json().replace(" ", "")]
+    assert early and all(c.risk == P_FOCUS_INPUT for c in early)
+    ranks = {c.pipeline.hash: i for i, c in enumerate(plan)}
+    rest = [c for c in plan if c.risk < P_FOCUS_INPUT]
+    assert max(ranks[c.pipeline.hash] for c in early) < min(ranks[c.pipeline.hash] for c in rest)
+    # at the focus step's default, an option before it is an option like any other
+    assert all(c.risk < P_FOCUS_INPUT for c in plan if c.before_focus and c not in early
+               and '"level":1' not in c.pipeline.canonical_json().replace(" ", ""))
+    result = _hunt(tmp_path, FakeExecutor(registry=reg, flip_faults=[_lowered_then_focused]),
+                   max_evals=10, focus="fake.rewrite", shrink=False).run()
+    assert any(f["symptom"] == "label_flip" for f in result.findings)
 
 
 def test_plan_lists_candidates_with_estimates_and_reasons_and_runs_nothing(tmp_path):

@@ -375,8 +375,8 @@ class Planner:
                         c.risk, c.why = max(c.risk, P_ARITHMETIC), f"{c.why}; focus setting"
                         # ...and on a form of its input that another option made: a step that
                         # only goes wrong after another pass (LegalizeOps, say) shows it here
-                        if c.before_focus:
-                            c.risk = max(c.risk, P_FOCUS_INPUT)
+                        if c.before_focus and c.risk < P_FOCUS_INPUT:
+                            c.risk, c.why = P_FOCUS_INPUT, f"{c.why}, fed what the option made"
                     out.append(c)
         return out
 

@@ -174,7 +174,8 @@ def test_a_focus_setting_is_tried_on_what_other_options_made_before_the_rest(tmp
     plan = _hunt(tmp_path, ex, max_evals=1, focus="fake.rewrite").coverage_plan()
     early = [c for c in plan if c.before_focus and c.atom and c.atom.op.startswith("fake.")
              and '"level":2' in c.pipeline.canonical_json().replace(" ", "")]
-    assert early and all(c.risk == P_FOCUS_INPUT for c in early)
+    assert early and all(c.risk == P_FOCUS_INPUT and "fed what the option made" in c.why
+                         for c in early)
     ranks = {c.pipeline.hash: i for i, c in enumerate(plan)}
     rest = [c for c in plan if c.risk < P_FOCUS_INPUT]
     assert max(ranks[c.pipeline.hash] for c in early) < min(ranks[c.pipeline.hash] for c in rest)

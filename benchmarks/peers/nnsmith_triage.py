@@ -14,9 +14,9 @@ atol 1e-3, and any exception; it does not say whose the difference is. Here each
   operator's (a float16 rounding, a cast of an out-of-range value, a tie): not a runtime bug.
 * **ORT nearer float64** — ONNX Runtime differs from both, but the same model computed in float64
   (every floating type raised to double, in the reference evaluator) is at least as close to
-  ONNX Runtime's output as to PyTorch's: ONNX Runtime computes float16 operators in float32
-  (its ``InsertCastTransformer``, even with every optimisation disabled) and rounds less often.
-  Not a bug.
+  ONNX Runtime's output as to PyTorch's: ONNX Runtime rounds less often (it evidently computes
+  such float16 operators in float32; the results are the same with every optimisation
+  disabled). Not a bug.
 * **all three differ** — no two agree, or the reference itself is off the float64 result
   (ill-conditioned arithmetic such as ``Tan`` near a pole), and ONNX Runtime is not nearer it:
   undecided.

@@ -20,9 +20,8 @@ its chance of diverging divided by its estimated cost.
   setting of the focus step (the setting fed an input another option made: a step that only goes
   wrong after ``LegalizeOps`` shows it there); then the other options declared to change the
   arithmetic (fast-math, fusion, layout, generated schedules: ``arithmetic``), which move logits
-  by rounding errors; then a new
-  conversion chain; then other untried options; options tried again and again without ever
-  diverging anywhere come last.
+  by rounding errors; then a new conversion chain; then other untried options; options tried
+  again and again without ever diverging anywhere come last.
 * **Known bugs** are masked (:func:`mask`): once a culprit is known, a candidate holding it is
   judged with the culprit reset to its default, so the same bug does not answer again and again;
   a candidate that masks to one already judged is skipped.

@@ -42,8 +42,9 @@ does not reduce: a bug directory (``model.onnx``, ``oracle.pkl``) replays with
 bucket is bundled (``fuzzconv bundle``) and its ``repro.py`` run where fuzzconv cannot be
 imported. NNSmith does not judge its reports either: ``nnsmith_triage.py`` (beside this file)
 gives each bucket a third opinion, onnx's reference evaluator and a float64 computation, and
-counts the real ones (``--render`` judges a saved report's bug folders when it has no verdicts). Results go to the console and to ``benchmarks/RESULTS.md`` between the
-``peers-generate`` markers.
+counts the real ones (``--render`` judges a saved report's bug folders when it has no verdicts).
+Results go to the console and to ``benchmarks/RESULTS.md`` between the ``peers-generate``
+markers.
 """
 
 from __future__ import annotations
@@ -310,8 +311,13 @@ def nnsmith_bucket(bug: Path) -> dict[str, Any]:
         msg = re.sub(r"node with name '[^']*'", "", last[0])
         msg = re.sub(r"(/[\w.\-]+)+", "PATH", re.sub(r"0x[0-9a-f]+", "ADDR", msg))
         key = f"{symptom}: {msg.strip()[:160]}"
-    return {"run": bug.parent.name, "dir": bug.name, "symptom": symptom, "stage": meta.get("stage"), "key": key,
-            "ops": sorted(ops)}
+    return {"run": bug.parent.name, "dir": bug.name, "symptom": symptom,
+            "stage": meta.get("stage"), "key": key, "ops": sorted(ops)}
+
+
+def nnsmith_bugs(nroot: Path) -> list[dict[str, Any]]:
+    """Every bug directory NNSmith's runs wrote under ``nroot`` (one folder a run)."""
+    return [nnsmith_bucket(b) for b in sorted(nroot.glob("*/bug-*"))]
 
 
 def fuzzconv_models(store: Path) -> int:
@@ -437,7 +443,7 @@ def run(store: Path, minutes: float, seed: int, together: bool, bundles: bool,
     load.append(os.getloadavg()[0])
     wall = round(time.time() - t0)
 
-    bugs = [nnsmith_bucket(b) for b in sorted(nroot.glob("*/bug-*"))]
+    bugs = nnsmith_bugs(nroot)
     nkeys = collections.Counter(b["key"] for b in bugs)
     say(f"judging NNSmith's {len(nkeys)} buckets (ONNX reference, float64)")
     # every test case is saved and read: that count is the models generated, whichever way a
@@ -590,8 +596,7 @@ def main(argv: list[str] | None = None) -> int:
         nroot = args.render.parent / "nnsmith"
         if report.get("ran") and "triage" not in report["nnsmith"] and nroot.is_dir():
             # a report written before reports were judged: judge the bug folders beside it
-            bugs = [nnsmith_bucket(b) for b in sorted(nroot.glob("*/bug-*"))]
-            report["nnsmith"]["triage"] = triage(bugs, nroot)
+            report["nnsmith"]["triage"] = triage(nnsmith_bugs(nroot), nroot)
             args.render.write_text(json.dumps(report, indent=1))
     else:
         # SIGTERM unwinds like Ctrl-C, so both tools are stopped with this process

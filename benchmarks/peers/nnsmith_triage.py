@@ -39,6 +39,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnx
+from onnx import AttributeProto, TensorProto, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
 RTOL, ATOL = 1e-2, 1e-3  # NNSmith's
 #: What one judgement may take: a few of NNSmith's models expand to tens of GB in float64.
 MEMORY_BYTES, SECONDS = 4 * 2**30, 120
@@ -50,8 +55,6 @@ VERDICTS = ("ORT alone differs", "ORT fails", "ORT follows the ONNX reference",
 
 
 def _close(a: Any, b: Any) -> bool:
-    import numpy as np
-
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape:
         return False
@@ -71,20 +74,15 @@ def _ort(model: Path, inputs: dict[str, Any]) -> dict[str, Any]:
     return dict(zip(names, sess.run(names, inputs), strict=True))
 
 
-def _reference(model: Path, inputs: dict[str, Any]) -> dict[str, Any]:
-    import onnx
-    from onnx.reference import ReferenceEvaluator
-
-    m = onnx.load(str(model))
+def _reference(m: onnx.ModelProto, inputs: dict[str, Any]) -> dict[str, Any]:
     names = [o.name for o in m.graph.output]
-    return dict(zip(names, ReferenceEvaluator(m).run(None, inputs), strict=True))
+    with np.errstate(all="ignore"):
+        return dict(zip(names, ReferenceEvaluator(m).run(None, inputs), strict=True))
 
 
 def _float64(model: Any) -> Any:
     """``model`` with every floating type (inputs, outputs, initializers, constants, casts)
     raised to double, and its intermediate types dropped for the evaluator to infer."""
-    from onnx import AttributeProto, TensorProto, numpy_helper
-
     floats = {TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.FLOAT}
     m = type(model)()
     m.CopyFrom(model)
@@ -111,35 +109,23 @@ def _float64(model: Any) -> Any:
 
 def _misses(got: Any, truth: Any) -> int:
     """How many elements of ``got`` are not close to ``truth``."""
-    import numpy as np
-
     got, truth = np.asarray(got, dtype=np.float64), np.asarray(truth, dtype=np.float64)
     return int((~np.isclose(got, truth, rtol=RTOL, atol=ATOL, equal_nan=True)).sum())
 
 
-def _float64_result(model: Path, inputs: dict[str, Any], out: str) -> Any:
-    """Output ``out`` of the model computed in float64 by the reference evaluator (None when it
+def _float64_result(model: onnx.ModelProto, inputs: dict[str, Any], out: str) -> Any:
+    """Output ``out`` of ``model`` computed in float64 by the reference evaluator (None when it
     cannot be)."""
-    import numpy as np
-    import onnx
-    from onnx.reference import ReferenceEvaluator
-
+    wide = {k: (v.astype(np.float64) if np.asarray(v).dtype.kind == "f" else v)
+            for k, v in inputs.items()}
     try:
-        m = _float64(onnx.load(str(model)))
-        wide = {k: (v.astype(np.float64) if np.asarray(v).dtype.kind == "f" else v)
-                for k, v in inputs.items()}
-        names = [o.name for o in m.graph.output]
-        with np.errstate(all="ignore"):
-            return dict(zip(names, ReferenceEvaluator(m).run(None, wide), strict=True))[out]
+        return _reference(_float64(model), wide)[out]
     except Exception:  # noqa: BLE001  (an operator the reference lacks for doubles)
         return None
 
 
 def judge(bug: Path) -> dict[str, Any]:
     """The verdict on one NNSmith bug directory, with the output it is about."""
-    import numpy as np
-    import onnx
-
     model = bug / "model.onnx"
     try:
         oracle = pickle.loads((bug / "oracle.pkl").read_bytes())
@@ -150,21 +136,22 @@ def judge(bug: Path) -> dict[str, Any]:
         got = _ort(model, inputs)
     except Exception as e:  # noqa: BLE001  (the report's own symptom, or a new one)
         try:
-            onnx.checker.check_model(onnx.load(str(model)), full_check=True)
+            onnx.checker.check_model(str(model), full_check=True)
         except Exception as bad:  # noqa: BLE001
             return {"verdict": "invalid model", "why": str(bad).splitlines()[0][:160]}
         return {"verdict": "ORT fails", "why": str(e).splitlines()[0][:160]}
     differ = [k for k, v in expected.items() if k in got and not _close(got[k], v)]
     if not differ:
         return {"verdict": "not reproduced", "why": "ONNX Runtime agrees with PyTorch"}
+    m = onnx.load(str(model))
     try:
-        ref = _reference(model, inputs)
+        ref = _reference(m, inputs)
     except Exception as e:  # noqa: BLE001  (an operator or type the reference lacks)
         return {"verdict": "cannot judge", "why": f"onnx.reference: {str(e).splitlines()[0][:120]}"}
     out = differ[0]
     if _close(got[out], ref[out]):
         return {"verdict": "ORT follows the ONNX reference", "why": f"output {out}"}
-    truth = _float64_result(model, inputs, out)
+    truth = _float64_result(m, inputs, out)
     if truth is None or np.asarray(truth).shape != np.asarray(got[out]).shape:
         verdict, why = ("ORT alone differs" if _close(expected[out], ref[out])
                         else "all three differ"), "; no float64 result"
@@ -231,8 +218,9 @@ def triage_text(tri: dict[str, Any]) -> str:
             "saved model run again in ONNX Runtime, in onnx's reference evaluator (the operators' "
             "specification), and, raised to float64, in the reference evaluator again. A bucket "
             "is real when ONNX Runtime fails on a model the ONNX checker accepts, or is off a "
-            "float64 result that PyTorch and the reference both meet; \"ORT nearer float64\" means ONNX Runtime computed the float16 "
-            f"operators in float32 and is the more exact of the two. Buckets: {counts}.")
+            "float64 result that PyTorch and the reference both meet; \"ORT nearer float64\" means "
+            "ONNX Runtime rounded less often (float16 operators evidently computed in float32) "
+            f"and is the more exact of the two. Buckets: {counts}.")
 
 
 if __name__ == "__main__":  # one judgement, for judge_apart

@@ -121,12 +121,22 @@ def test_a_known_culprit_is_reset_in_later_candidates(tmp_path):
     assert all('"level": 2' not in str(e["pipeline"]) for e in masked)
 
 
-def _armed_then_fired(p: Pipeline) -> bool:
-    """The two-step fault: ``pair.arm(armed=True)`` somewhere before ``pair.fire(scale=0.5)``."""
-    names = [(s.name, s.params) for s in p.steps]
-    arm = next((i for i, (n, q) in enumerate(names) if n == "pair.arm" and q["armed"]), None)
-    fire = next((i for i, (n, q) in enumerate(names) if n == "pair.fire" and q["scale"] == 0.5), None)
-    return arm is not None and fire is not None and arm < fire
+def _in_order(first: tuple[str, dict], then: tuple[str, dict]):
+    """A fault that fires when step ``first`` (name, parameter values) comes somewhere before
+    step ``then``: a bug that needs both, in that order."""
+
+    def at(p: Pipeline, name: str, params: dict) -> int | None:
+        return next((i for i, s in enumerate(p.steps) if s.name == name
+                     and all(s.params.get(k) == v for k, v in params.items())), None)
+
+    def pred(p: Pipeline) -> bool:
+        i, j = at(p, *first), at(p, *then)
+        return i is not None and j is not None and i < j
+
+    return pred
+
+
+_armed_then_fired = _in_order(("pair.arm", {"armed": True}), ("pair.fire", {"scale": 0.5}))
 
 
 def test_a_focused_hunt_tries_the_other_steps_of_the_focus_steps_plugin_first(tmp_path):
@@ -157,13 +167,8 @@ def test_a_focused_hunt_tries_the_other_steps_of_the_focus_steps_plugin_first(tm
     assert all(c.risk != P_COMPANION for c in plain if c.atom and c.atom.op == "pair.arm")
 
 
-def _lowered_then_focused(p: Pipeline) -> bool:
-    """A step that goes wrong only on what another pass made: ``fake.lower`` somewhere before
-    ``fake.rewrite(level=2)``."""
-    names = [(s.name, s.params) for s in p.steps]
-    low = next((i for i, (n, _) in enumerate(names) if n == "fake.lower"), None)
-    rw = next((i for i, (n, q) in enumerate(names) if n == "fake.rewrite" and q["level"] == 2), None)
-    return low is not None and rw is not None and low < rw
+# a step that goes wrong only on what another pass made
+_lowered_then_focused = _in_order(("fake.lower", {}), ("fake.rewrite", {"level": 2}))
 
 
 def test_a_focus_setting_is_tried_on_what_other_options_made_before_the_rest(tmp_path):

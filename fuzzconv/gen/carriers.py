@@ -122,6 +122,10 @@ LIMITS: list[Limit] = [
     Limit("reduce", ("torch.tvm",),
           "TVM's exported-program frontend: Unsupported function types ['amax.default']",
           {"op": ("max",)}, _T),
+    *(Limit("math", ("torch.onnx_export",),
+            f"torch.onnx.export (TorchScript): Exporting the operator 'aten::{fn}' to ONNX opset "
+            "version 17 is not supported", {"fn": (fn,)}, _T)
+      for fn in ("sinh", "cosh", "asinh", "trunc")),
     Limit("resize", ("torch.onnx_export",),
           "torch.onnx.export: Exporting the operator 'aten::_upsample_bilinear2d_aa' (or its "
           "bicubic twin) is not supported", {"antialias": (True,)}, _T),

@@ -17,9 +17,34 @@ from typing import Any
 from .checked import as_int, as_number, one_of, pair
 
 #: Scalar operands of the element-wise kinds, by operation.
-SCALARS = {"add": 0.5, "sub": 0.5, "mul": 1.5, "div": 2.0, "min": 0.5, "max": -0.5}
+SCALARS = {"add": 0.5, "sub": 0.5, "mul": 1.5, "div": 2.0, "min": 0.5, "max": -0.5,
+           "floordiv": 0.7, "mod": 0.7}
 OPS = {"add": "ops.add", "sub": "ops.subtract", "mul": "ops.multiply", "div": "ops.divide",
-       "min": "ops.minimum", "max": "ops.maximum"}
+       "min": "ops.minimum", "max": "ops.maximum", "floordiv": "ops.floor_divide",
+       "mod": "ops.mod"}
+#: The ``math`` kind's functions of ``{z}``, the scaled input.
+MATH = {"abs": "ops.abs({z})", "neg": "ops.negative({z})", "square": "ops.square({z})",
+        "exp": "ops.exp(ops.clip({z}, -20.0, 20.0))",
+        "log": "ops.log(ops.add(ops.abs({z}), 0.5))", "sqrt": "ops.sqrt(ops.abs({z}))",
+        "rsqrt": "ops.rsqrt(ops.add(ops.abs({z}), 0.5))",
+        "reciprocal": "ops.reciprocal(ops.add(ops.abs({z}), 0.5))", "sin": "ops.sin({z})",
+        "cos": "ops.cos({z})", "atan": "ops.arctan({z})",
+        "sinh": "ops.sinh(ops.clip({z}, -20.0, 20.0))",
+        "cosh": "ops.cosh(ops.clip({z}, -20.0, 20.0))", "asinh": "ops.arcsinh({z})",
+        "erf": "ops.erf({z})", "softplus": "ops.softplus({z})", "softsign": "ops.softsign({z})",
+        "logsigmoid": "ops.log_sigmoid({z})", "mish": "ops.multiply({z}, ops.tanh(ops.softplus({z})))",
+        "sign": "ops.sign({z})", "floor": "ops.floor({z})", "ceil": "ops.ceil({z})",
+        "round": "ops.round({z})", "trunc": "ops.trunc({z})"}
+COMPARE = {"greater": "ops.greater", "less": "ops.less", "greater_equal": "ops.greater_equal",
+           "less_equal": "ops.less_equal", "equal": "ops.equal"}
+REDUCE = {"mean": "ops.mean({x}, axis={d}, keepdims={k})",
+          "max": "ops.max({x}, axis={d}, keepdims={k})",
+          "min": "ops.min({x}, axis={d}, keepdims={k})",
+          "sum": "ops.sum({x}, axis={d}, keepdims={k})",
+          "prod": "ops.prod({x}, axis={d}, keepdims={k})",
+          "l2": "ops.sqrt(ops.sum(ops.square({x}), axis={d}, keepdims={k}))",
+          "logsumexp": "ops.logsumexp({x}, axis={d}, keepdims={k})",
+          "var": "ops.var({x}, axis={d}, keepdims={k})"}
 #: Activation layers without attributes: (layer class, its leading arguments).
 ACTIVATIONS = {"relu": ("ReLU", ""), "relu6": ("ReLU", "6.0, "),
                "selu": ("Activation", "'selu', "), "hard_sigmoid": ("Activation", "'hard_sigmoid', "),
@@ -123,7 +148,7 @@ def _binary(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[st
         source = {"skip": f"t{as_int(a['other'])}",
                   "channel": f"ops.mean({x}, axis=[1, 2], keepdims=True)",
                   "spatial": f"ops.mean({x}, axis=-1, keepdims=True)"}[operand]
-        if op == "div":  # a denominator that stays away from zero
+        if op in ("div", "floordiv", "mod"):  # a denominator that stays away from zero
             source = f"ops.add(ops.abs({source}), 1.0)"
         lines.append(f"{y} = {source}")
     return lines + [f"t{i} = {OPS[op]}({x}, {y})"]
@@ -181,9 +206,49 @@ def _flatten(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[s
 
 
 def _reduce(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
-    fn = {"mean": "ops.mean", "max": "ops.max"}[one_of(a["op"], ("mean", "max"))]
     axis = "[1, 2]" if one_of(a["axes"], ("spatial", "channels")) == "spatial" else "-1"
-    return [f"t{i} = {fn}({x}, axis={axis}, keepdims={bool(a['keepdims'])})"]
+    expr = REDUCE[one_of(a["op"], REDUCE)]
+    return [f"t{i} = " + expr.format(x=x, d=axis, k=bool(a["keepdims"]))]
+
+
+def _math(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
+    fn, scale = one_of(a["fn"], MATH), as_number(a["scale"])
+    lines = []
+    if scale != 1.0:
+        lines.append(f"t{i}z = ops.multiply({x}, {scale})")
+        x = f"t{i}z"
+    return lines + [f"t{i} = " + MATH[fn].format(z=x)]
+
+
+def _compare(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
+    fn = COMPARE[one_of(a["op"], COMPARE)]
+    y = {"scalar": "0.25", "channel": f"ops.mean({x}, axis=-1, keepdims=True)",
+         "max": f"ops.max({x}, axis=-1, keepdims=True)"}[one_of(a["against"],
+                                                              ("scalar", "channel", "max"))]
+    lines = [f"t{i}c = {fn}({x}, {y})"]
+    then = one_of(a["then"], ("where", "mask", "cast"))
+    if then == "where":
+        return lines + [f"t{i} = ops.where(t{i}c, {x}, ops.multiply({x}, 0.5))"]
+    if then == "mask":
+        return lines + [f"t{i} = ops.multiply({x}, ops.cast(t{i}c, 'float32'))"]
+    return lines + [f"t{i} = ops.cast(t{i}c, 'float32')"]
+
+
+def _integer(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
+    dtype = one_of(a["dtype"], ("int32", "int64"))
+    lines = [f"t{i}q = ops.cast(ops.multiply({x}, {as_number(a['scale'])}), {dtype!r})"]
+    op = one_of(a["op"], ("floordiv", "mod", "none"))
+    if op != "none":
+        fn = "ops.floor_divide" if op == "floordiv" else "ops.mod"
+        lines.append(f"t{i}q = {fn}(t{i}q, {as_int(a['divisor'])})")
+    return lines + [f"t{i} = ops.cast(t{i}q, 'float32')"]
+
+
+def _cumsum(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
+    axis = NHWC_AXIS[one_of(a["axis"], NHWC_AXIS)]
+    if a["reverse"]:
+        return [f"t{i} = ops.flip(ops.cumsum(ops.flip({x}, {axis}), {axis}), {axis})"]
+    return [f"t{i} = ops.cumsum({x}, {axis})"]
 
 
 def _dense(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
@@ -200,7 +265,8 @@ KERAS_LAYERS = {"conv": _conv, "conv_transpose": _conv_transpose, "pool": _pool,
                 "global_pool": _global_pool, "resize": _resize, "norm": _norm, "act": _act,
                 "binary": _binary, "concat": _concat, "split": _split, "pad": _pad,
                 "slice": _slice, "reshape": _reshape, "transpose": _transpose,
-                "flatten": _flatten, "reduce": _reduce, "dense": _dense, "dropout": _dropout}
+                "flatten": _flatten, "reduce": _reduce, "dense": _dense, "dropout": _dropout,
+                "math": _math, "compare": _compare, "integer": _integer, "cumsum": _cumsum}
 
 
 def render_keras(spec: dict[str, Any], name: str = "generated") -> str:

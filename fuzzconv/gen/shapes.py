@@ -301,11 +301,26 @@ def flatten_shape(a: dict[str, Any], x: Shape, y: Shape | None, fw: str) -> Shap
 
 def reduce_shape(a: dict[str, Any], x: Shape, y: Shape | None, fw: str) -> Shape:
     c, h, w = image(x)
+    over = c if a["axes"] == "channels" else h * w
+    if a["op"] == "prod" and over > 16:
+        raise Invalid(f"a product of {over} values under- or overflows")
+    if a["op"] == "var" and over < 2:
+        raise Invalid("a variance of one value is zero")
     if a["axes"] == "channels":
         if not a["keepdims"]:
             raise Invalid("a reduction over channels keeps its axis")
         return (1, h, w)
     return (c, 1, 1) if a["keepdims"] else (c,)
+
+
+def compare_shape(a: dict[str, Any], x: Shape, y: Shape | None, fw: str) -> Shape:
+    if a["against"] in ("channel", "max"):
+        image(x)
+    return x
+
+
+def image_shape(a: dict[str, Any], x: Shape, y: Shape | None, fw: str) -> Shape:
+    return image(x)
 
 
 def dense_axis(x: Shape, fw: str) -> int:

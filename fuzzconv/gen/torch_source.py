@@ -18,9 +18,34 @@ from typing import Any
 from .checked import as_int, as_number, one_of, pair
 
 #: Scalar operands of the element-wise kinds, by operation (as in Keras).
-TORCH_SCALARS = {"add": 0.5, "sub": 0.5, "mul": 1.5, "div": 2.0, "min": 0.5, "max": -0.5}
+TORCH_SCALARS = {"add": 0.5, "sub": 0.5, "mul": 1.5, "div": 2.0, "min": 0.5, "max": -0.5,
+                 "floordiv": 0.7, "mod": 0.7}
 TORCH_OPS = {"add": "torch.add", "sub": "torch.sub", "mul": "torch.mul", "div": "torch.div",
-             "min": "torch.minimum", "max": "torch.maximum"}
+             "min": "torch.minimum", "max": "torch.maximum", "floordiv": "torch.floor_divide",
+             "mod": "torch.remainder"}
+#: The ``math`` kind's functions of ``{z}``, the scaled input (domains guarded as in Keras).
+TORCH_MATH = {"abs": "torch.abs({z})", "neg": "torch.neg({z})", "square": "torch.square({z})",
+              "exp": "torch.exp(torch.clamp({z}, -20.0, 20.0))",
+              "log": "torch.log(torch.abs({z}) + 0.5)", "sqrt": "torch.sqrt(torch.abs({z}))",
+              "rsqrt": "torch.rsqrt(torch.abs({z}) + 0.5)",
+              "reciprocal": "torch.reciprocal(torch.abs({z}) + 0.5)", "sin": "torch.sin({z})",
+              "cos": "torch.cos({z})", "atan": "torch.atan({z})",
+              "sinh": "torch.sinh(torch.clamp({z}, -20.0, 20.0))",
+              "cosh": "torch.cosh(torch.clamp({z}, -20.0, 20.0))", "asinh": "torch.asinh({z})",
+              "erf": "torch.erf({z})", "softplus": "F.softplus({z})", "softsign": "F.softsign({z})",
+              "logsigmoid": "F.logsigmoid({z})", "mish": "F.mish({z})", "sign": "torch.sign({z})",
+              "floor": "torch.floor({z})", "ceil": "torch.ceil({z})", "round": "torch.round({z})",
+              "trunc": "torch.trunc({z})"}
+TORCH_COMPARE = {"greater": ">", "less": "<", "greater_equal": ">=", "less_equal": "<=",
+                 "equal": "=="}
+TORCH_REDUCE = {"mean": "torch.mean({x}, dim={d}, keepdim={k})",
+                "max": "torch.amax({x}, dim={d}, keepdim={k})",
+                "min": "torch.amin({x}, dim={d}, keepdim={k})",
+                "sum": "torch.sum({x}, dim={d}, keepdim={k})",
+                "prod": "torch.prod({x}, dim={d}, keepdim={k})",
+                "l2": "torch.linalg.vector_norm({x}, 2, dim={d}, keepdim={k})",
+                "logsumexp": "torch.logsumexp({x}, dim={d}, keepdim={k})",
+                "var": "torch.var({x}, dim={d}, correction=0, keepdim={k})"}
 TORCH_ACTIVATIONS = {"relu": "nn.ReLU()", "relu6": "nn.ReLU6()", "selu": "nn.SELU()",
                      "hard_sigmoid": "nn.Hardsigmoid()", "hard_swish": "nn.Hardswish()",
                      "silu": "nn.SiLU()", "sigmoid": "nn.Sigmoid()", "tanh": "nn.Tanh()"}
@@ -142,7 +167,7 @@ def _t_binary(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
         y = f"t{i}y"
         source = {"skip": f"t{as_int(a['other'])}", "channel": f"{x}.mean(dim=(2, 3), keepdim=True)",
                   "spatial": f"{x}.mean(dim=1, keepdim=True)"}[operand]
-        if op == "div":  # a denominator that stays away from zero
+        if op in ("div", "floordiv", "mod"):  # a denominator that stays away from zero
             source = f"torch.abs({source}) + 1.0"
         fwd.append(f"{y} = {source}")
     return [], fwd + [f"t{i} = {TORCH_OPS[op]}({x}, {y})"]
@@ -193,9 +218,48 @@ def _t_flatten(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
 
 
 def _t_reduce(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
-    fn = {"mean": "torch.mean", "max": "torch.amax"}[one_of(a["op"], ("mean", "max"))]
     dims = "(2, 3)" if one_of(a["axes"], ("spatial", "channels")) == "spatial" else "1"
-    return [], [f"t{i} = {fn}({x}, dim={dims}, keepdim={bool(a['keepdims'])})"]
+    expr = TORCH_REDUCE[one_of(a["op"], TORCH_REDUCE)]
+    return [], [f"t{i} = " + expr.format(x=x, d=dims, k=bool(a["keepdims"]))]
+
+
+def _t_math(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
+    fn, scale = one_of(a["fn"], TORCH_MATH), as_number(a["scale"])
+    fwd = []
+    if scale != 1.0:
+        fwd.append(f"t{i}z = {x} * {scale}")
+        x = f"t{i}z"
+    return [], fwd + [f"t{i} = " + TORCH_MATH[fn].format(z=x)]
+
+
+def _t_compare(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
+    op = TORCH_COMPARE[one_of(a["op"], TORCH_COMPARE)]
+    y = {"scalar": "0.25", "channel": f"{x}.mean(dim=1, keepdim=True)",
+         "max": f"{x}.amax(dim=1, keepdim=True)"}[one_of(a["against"], ("scalar", "channel", "max"))]
+    fwd = [f"t{i}c = {x} {op} {y}"]
+    then = one_of(a["then"], ("where", "mask", "cast"))
+    if then == "where":
+        return [], fwd + [f"t{i} = torch.where(t{i}c, {x}, {x} * 0.5)"]
+    if then == "mask":
+        return [], fwd + [f"t{i} = {x} * t{i}c.to({x}.dtype)"]
+    return [], fwd + [f"t{i} = t{i}c.float()"]
+
+
+def _t_integer(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
+    dtype = one_of(a["dtype"], ("int32", "int64"))
+    fwd = [f"t{i}q = ({x} * {as_number(a['scale'])}).to(torch.{dtype})"]
+    op = one_of(a["op"], ("floordiv", "mod", "none"))
+    if op != "none":
+        fn = "torch.floor_divide" if op == "floordiv" else "torch.remainder"
+        fwd.append(f"t{i}q = {fn}(t{i}q, {as_int(a['divisor'])})")
+    return [], fwd + [f"t{i} = t{i}q.float()"]
+
+
+def _t_cumsum(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
+    dim = NCHW_AXIS[one_of(a["axis"], NCHW_AXIS)]
+    if a["reverse"]:
+        return [], [f"t{i} = torch.flip(torch.cumsum(torch.flip({x}, [{dim}]), {dim}), [{dim}])"]
+    return [], [f"t{i} = torch.cumsum({x}, {dim})"]
 
 
 def _t_dense(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
@@ -212,7 +276,8 @@ TORCH_LAYERS = {"conv": _t_conv, "conv_transpose": _t_conv_transpose, "pool": _t
                 "act": _t_act, "binary": _t_binary, "concat": _t_concat, "split": _t_split,
                 "pad": _t_pad, "slice": _t_slice, "reshape": _t_reshape,
                 "transpose": _t_transpose, "flatten": _t_flatten, "reduce": _t_reduce,
-                "dense": _t_dense, "dropout": _t_dropout}
+                "dense": _t_dense, "dropout": _t_dropout, "math": _t_math,
+                "compare": _t_compare, "integer": _t_integer, "cumsum": _t_cumsum}
 
 
 def render_torch(spec: dict[str, Any]) -> str:

@@ -96,6 +96,10 @@ class Kind:
 
 
 OTHER = Attr("other", ref=True)
+#: The functions of the ``math`` kind, plainest first.
+MATH_FNS = ("abs", "neg", "square", "exp", "log", "sqrt", "rsqrt", "reciprocal", "sin", "cos",
+            "atan", "sinh", "cosh", "asinh", "erf", "softplus", "softsign", "logsigmoid", "mish",
+            "sign", "floor", "ceil", "round", "trunc")
 
 KINDS: dict[str, Kind] = {k.name: k for k in [
     Kind("conv", "2-D convolution: groups (depthwise too), dilation, strides, same/valid/"
@@ -147,9 +151,10 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
           Attr("approximate", (False, True), when=("fn", ("gelu",))),
           Attr("bounds", ([-1.0, 1.0], [0.0, 6.0], [-0.5, 0.25]), when=("fn", ("clip",)))),
          "any", shapes.same_shape, draw_weight=2),
-    Kind("binary", "element-wise add, mul, sub, div, min and max with another tensor, a "
-         "per-channel or per-position mean of the input (broadcast), or a scalar",
-         (Attr("op", ("add", "mul", "sub", "div", "min", "max")),
+    Kind("binary", "element-wise add, mul, sub, div, min, max, floor division and remainder "
+         "with another tensor, a per-channel or per-position mean of the input (broadcast), or "
+         "a scalar",
+         (Attr("op", ("add", "mul", "sub", "div", "min", "max", "floordiv", "mod")),
           Attr("operand", ("skip", "channel", "spatial", "scalar")), OTHER),
          "any", shapes.binary_shape, draw_weight=2),
     Kind("concat", "concatenation with an earlier tensor, along channels or width",
@@ -174,10 +179,33 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
     Kind("transpose", "a transpose of height and width, or of channels and width",
          (Attr("perm", ("hw", "cw")),), "image", shapes.transpose_perm_shape),
     Kind("flatten", "flatten an image to a vector", (), "image", shapes.flatten_shape),
-    Kind("reduce", "mean or max over the spatial axes or the channels",
-         (Attr("op", ("mean", "max")), Attr("axes", ("spatial", "channels")),
+    Kind("reduce", "mean, max, min, sum, product, L2 norm, log-sum-exp or (population) "
+         "variance over the spatial axes or the channels",
+         (Attr("op", ("mean", "max", "min", "sum", "prod", "l2", "logsumexp", "var")),
+          Attr("axes", ("spatial", "channels")),
           Attr("keepdims", (True, False))),
          "image", shapes.reduce_shape),
+    Kind("math", "element-wise functions that converters decompose or special-case: "
+         "exponentials, logarithms, roots, trigonometry, erf, softplus, log-sigmoid, mish, "
+         "rounding and sign, on the input scaled first (large scales reach where a "
+         "decomposition overflows; exp, sinh and cosh see it clipped to [-20, 20], the "
+         "logarithm and the reciprocals |x| + 0.5)",
+         (Attr("fn", MATH_FNS), Attr("scale", (1.0, 10.0, 0.1, 100.0))),
+         "any", shapes.same_shape, draw_weight=3),
+    Kind("compare", "a comparison (>, <, >=, <=, ==) with a scalar, the per-position mean or "
+         "maximum over the channels, then a select (where x else x/2), a mask (x times the "
+         "comparison) or the comparison cast to float",
+         (Attr("op", ("greater", "less", "greater_equal", "less_equal", "equal")),
+          Attr("against", ("scalar", "channel", "max")), Attr("then", ("where", "mask", "cast"))),
+         "any", shapes.compare_shape, draw_weight=2),
+    Kind("integer", "integer arithmetic: the scaled input cast to int32 or int64 (truncating), "
+         "floor division or remainder by an integer or neither, cast back to float",
+         (Attr("dtype", ("int32", "int64")), Attr("op", ("floordiv", "mod", "none")),
+          Attr("divisor", (3, -2), when=("op", ("floordiv", "mod"))), Attr("scale", (10.0, 1.0, 100.0))),
+         "any", shapes.same_shape),
+    Kind("cumsum", "a cumulative sum along the channels, height or width, forward or reversed",
+         (Attr("axis", ("channels", "height", "width")), Attr("reverse", (False, True))),
+         "image", shapes.image_shape),
     Kind("dense", "dense layer (matmul): a vector's features, or an image's last axis",
          (Attr("units", (16, 8, 32)), Attr("bias", (True, False))),
          "any", shapes.dense_shape, shapes.dense_weights, shapes.dense_macs),

@@ -159,3 +159,46 @@ def test_the_vocabulary_covers_what_the_issue_asks_for():
     for kind in ("conv_transpose", "concat", "split", "slice", "reshape", "transpose",
                  "flatten", "reduce", "dense", "dropout", "global_pool"):
         assert kind in KINDS
+    # beyond image layers: the operators converters decompose, and other data types in between
+    assert {"exp", "log", "sqrt", "sin", "atan", "erf", "softplus", "logsigmoid", "floor",
+            "round", "sign"} <= values[("math", "fn")]
+    assert {"greater", "less", "equal"} <= values[("compare", "op")]
+    assert {"int32", "int64"} <= values[("integer", "dtype")]
+    assert {"floordiv", "mod"} <= values[("binary", "op")] & values[("integer", "op")]
+    assert {"min", "sum", "prod", "l2", "logsumexp", "var"} <= values[("reduce", "op")]
+    assert "cumsum" in KINDS
+
+
+@pytest.mark.parametrize("layer, words", [
+    (("reduce", {"op": "prod", "axes": "spatial"}), "product of 1024 values"),
+    (("reduce", {"op": "var", "axes": "channels", "keepdims": True}), "variance of one value"),
+    (("compare", {"against": "channel"}), "needs an image"),
+    (("cumsum", {}), "takes an image"),
+])
+def test_a_layer_whose_arithmetic_would_be_meaningless_is_refused(layer, words):
+    first = (("flatten", {}) if "image" in words
+             else ("reduce", {"axes": "channels", "keepdims": True}))
+    with pytest.raises(SpecError, match=words):
+        spec_of("torch", first, layer)
+
+
+@pytest.mark.parametrize("framework", ["keras", "torch"])
+def test_the_kinds_beyond_image_layers_render_in_each_framework(framework):
+    spec = spec_of(framework, ("math", {"fn": "logsigmoid", "scale": 100.0}),
+                   ("compare", {"op": "less", "against": "max", "then": "cast"}),
+                   ("integer", {"op": "floordiv", "divisor": -2, "dtype": "int64"}),
+                   ("cumsum", {"axis": "width", "reverse": True}),
+                   ("binary", {"op": "mod", "operand": "scalar"}),
+                   ("reduce", {"op": "l2"}))
+    source = (render_keras(spec.annotated(), spec.name) if framework == "keras"
+              else render_torch(spec.annotated()))
+    compile(source, spec.name, "exec")
+    expected = {"keras": ["t1z = ops.multiply(t0, 100.0)", "ops.log_sigmoid(t1z)", "ops.less(",
+                          "'int64'",
+                          "ops.floor_divide(", "-2)", "ops.flip(ops.cumsum(", "ops.mod(",
+                          "ops.sqrt(ops.sum(ops.square("],
+                "torch": ["F.logsigmoid(t1z)", "t1z = t0 * 100.0", " < ", "torch.int64",
+                          "torch.floor_divide(", "-2)", "torch.flip(torch.cumsum(",
+                          "torch.remainder(", "torch.linalg.vector_norm("]}[framework]
+    for fragment in expected:
+        assert fragment in source, (fragment, source)

@@ -1,6 +1,7 @@
 """Generated models through the real frameworks: drawn specs build and calibrate in their own
-framework's worker, and a hunt on a tiny generated model with an injected one-layer fault (a
-plugin) shrinks the model to that layer."""
+framework's worker, as do the kinds beyond image layers; a hunt on a tiny generated model with an
+injected one-layer fault (a plugin) shrinks the model to that layer; and a hunt finds the
+exporter's floor division, shrinks it to that layer, and its bundle is judged real."""
 
 from __future__ import annotations
 
@@ -106,3 +107,67 @@ def test_a_drawn_model_the_focus_cannot_reach_is_skipped_and_the_hunt_goes_on(tm
     assert f"{blocked.name} skipped: no pipeline containing ort is reachable" in "\n".join(
         out["limitations"])
     assert out["evaluations"] >= 1  # the next model was hunted
+
+
+def _spec(framework: str, *layers: tuple[str, dict]) -> GenSpec:
+    spec = GenSpec(framework, 16, ())
+    for kind, attrs in layers:
+        spec = spec.insert(len(spec.layers), Layer.make(kind, attrs, len(spec.layers), framework))
+    return spec
+
+
+#: The kinds beyond image layers (element-wise functions, comparisons, integer arithmetic,
+#: cumulative sums, the other reductions, floor division and remainder), a few to a model.
+BEYOND_IMAGES = [
+    [("conv", {"filters": 8}), ("math", {"fn": "logsigmoid", "scale": 10.0}),
+     ("compare", {"op": "greater", "against": "channel", "then": "where"}),
+     ("cumsum", {"axis": "height", "reverse": True})],
+    [("conv", {"filters": 8}), ("integer", {"op": "mod", "divisor": -2, "dtype": "int64"}),
+     ("binary", {"op": "floordiv", "operand": "channel"}),
+     ("reduce", {"op": "logsumexp", "axes": "channels"})],
+    [("conv", {"filters": 8}), ("math", {"fn": "erf"}),
+     ("compare", {"op": "equal", "against": "max", "then": "mask"}),
+     ("binary", {"op": "mod", "operand": "scalar"}), ("reduce", {"op": "var"})],
+]
+
+
+@needs("tf", "torch")
+def test_the_kinds_beyond_image_layers_build_and_run_in_both_frameworks(tmp_path):
+    corpus = select(None, 12)
+    with open_session(tmp_path / "store") as ex:
+        for fw in ("keras", "torch"):
+            for layers in BEYOND_IMAGES:
+                spec = _spec(fw, *layers)
+                catalog.remember(spec)
+                ref = ex.reference(spec.name, corpus)
+                assert ref.logits is not None and ref.logits.shape == (len(corpus), spec.classes)
+                assert np.isfinite(ref.logits).all(), (fw, spec.label())
+
+
+@needs("torch", "ort")
+def test_the_exporters_floor_division_is_found_minimized_and_judged_real(tmp_path):
+    # torch.onnx.export (TorchScript) writes floor division as a truncating Div and Cast: every
+    # negative quotient that is not whole comes out one too high
+    from tests.unit.peer_scripts import load_peer
+
+    store = tmp_path / "store"
+    spec = _spec("torch", ("conv", {"filters": 8}), ("act", {"fn": "tanh"}),
+                 ("binary", {"op": "floordiv", "operand": "scalar"}))
+    with Store(store) as db:
+        db.add_generated(spec.name, spec.canonical_json())
+    r = CliRunner().invoke(app, [
+        "hunt", "--model", spec.name, "--focus", "torch.onnx_export", "--max-evals", "4",
+        "--limit", "8", "--slowdown", "1000", "--store", str(store), "--json"])
+    assert r.exit_code == 0, r.output
+    found = [f for f in json.loads(r.stdout)["findings"] if f.get("culprit")
+             and f["culprit"]["step"] == "torch.onnx_export"
+             and not f["culprit"]["params"].get("dynamo")]
+    assert found, r.stdout
+    f = found[0]
+    assert f["symptom"] in ("label_flip", "numeric")
+    assert f["minimal_model_layers"] == "binary(op=floordiv,operand=scalar)"
+    out = tmp_path / "bundle"
+    b = CliRunner().invoke(app, ["bundle", f["id"], "-o", str(out), "--store", str(store)])
+    assert b.exit_code == 0, b.output
+    verdict = load_peer("bundle_triage").judge_bundle(out)
+    assert verdict["verdict"] == "differs, well conditioned", verdict

@@ -597,12 +597,14 @@ READING = (
     "a difference is a bug (a float16 rounding, an integer division, an operator ONNX Runtime "
     "does not implement for a data type count the same: the verdict column above is this "
     "harness's, not NNSmith's), and a report is a whole model. "
-    "fuzzconv draws image classifiers of the layers converters are known to get wrong, judges "
-    "them on labels and logits over an image corpus, tells a converter's documented refusal "
-    "(a limitation) from a divergence, and shrinks each finding to its step, its options and a "
-    "minimal model before it is bundled. So NNSmith generates models far faster and covers "
-    "more operator types and data types; the table says how many distinct, reduced, "
-    "standalone buckets each hour of each gave.")
+    "fuzzconv draws image classifiers whose layers are what converters are known to get wrong "
+    "(image layers, element-wise functions, comparisons, integer arithmetic, cumulative sums "
+    "and reductions), judges them on labels and logits over an image corpus, tells a "
+    "converter's documented refusal (a limitation) from a divergence, and shrinks each finding "
+    "to its step, its options and a minimal model before it is bundled. So NNSmith generates "
+    "models far faster and holds more data types (float16, boolean and integer inputs); the "
+    "table says how many distinct, reduced, standalone buckets each hour of each gave, and the "
+    "verdict columns how many of them are real.")
 
 
 def main(argv: list[str] | None = None) -> int:

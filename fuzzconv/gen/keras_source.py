@@ -222,9 +222,9 @@ def _math(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]
 
 def _compare(i: int, a: dict[str, Any], x: str, shape: dict[str, Any]) -> list[str]:
     fn = COMPARE[one_of(a["op"], COMPARE)]
+    against = one_of(a["against"], ("scalar", "channel", "max"))
     y = {"scalar": "0.25", "channel": f"ops.mean({x}, axis=-1, keepdims=True)",
-         "max": f"ops.max({x}, axis=-1, keepdims=True)"}[one_of(a["against"],
-                                                              ("scalar", "channel", "max"))]
+         "max": f"ops.max({x}, axis=-1, keepdims=True)"}[against]
     lines = [f"t{i}c = {fn}({x}, {y})"]
     then = one_of(a["then"], ("where", "mask", "cast"))
     if then == "where":

@@ -234,8 +234,9 @@ def _t_math(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
 
 def _t_compare(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
     op = TORCH_COMPARE[one_of(a["op"], TORCH_COMPARE)]
+    against = one_of(a["against"], ("scalar", "channel", "max"))
     y = {"scalar": "0.25", "channel": f"{x}.mean(dim=1, keepdim=True)",
-         "max": f"{x}.amax(dim=1, keepdim=True)"}[one_of(a["against"], ("scalar", "channel", "max"))]
+         "max": f"{x}.amax(dim=1, keepdim=True)"}[against]
     fwd = [f"t{i}c = {x} {op} {y}"]
     then = one_of(a["then"], ("where", "mask", "cast"))
     if then == "where":

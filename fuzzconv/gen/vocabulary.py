@@ -201,7 +201,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
     Kind("integer", "integer arithmetic: the scaled input cast to int32 or int64 (truncating), "
          "floor division or remainder by an integer or neither, cast back to float",
          (Attr("dtype", ("int32", "int64")), Attr("op", ("floordiv", "mod", "none")),
-          Attr("divisor", (3, -2), when=("op", ("floordiv", "mod"))), Attr("scale", (10.0, 1.0, 100.0))),
+          Attr("divisor", (3, -2), when=("op", ("floordiv", "mod"))),
+          Attr("scale", (10.0, 1.0, 100.0))),
          "any", shapes.same_shape),
     Kind("cumsum", "a cumulative sum along the channels, height or width, forward or reversed",
          (Attr("axis", ("channels", "height", "width")), Attr("reverse", (False, True))),

@@ -4,14 +4,15 @@ A bundle (``fuzzconv bundle``) holds the culprit's input, the inputs, ``expected
 pipeline gave before the culprit step) and, for a generated PyTorch model, the minimal model as
 ``model/model.py`` with its weights. Each bucket's bundle is judged here:
 
-* **fails** — a crash or hang the bundle's ``repro.py`` reproduces where fuzzconv cannot be
-  imported: a converter or runtime failing on a model its source framework runs (documented
-  refusals are limitations, never findings, so they never reach a bundle).
+* **fails** — a crash or hang the bundle's ``repro.py`` reproduces: a converter or runtime
+  failing on a model its source framework runs (documented refusals are limitations, never
+  findings, so they never reach a bundle). That it also does so where fuzzconv cannot be
+  imported is the comparison's separate "repro.py" column.
 * **differs, well conditioned** — the model computed in float64 (the PyTorch model, every weight,
-  input and cast raised to double) agrees with ``expected.npy`` under the campaign's thresholds,
-  the culprit's output (``repro.py --actual-out``) does not, and its difference is more than ten
-  times what the float64 result moves when every input value moves by 1e-5 of itself: the
-  arithmetic is stable and the culprit alone changed it.
+  input and cast raised to double) agrees with ``expected.npy`` under fuzzconv's oracle (default
+  thresholds), the culprit's output (``repro.py --actual-out``) does not, and its difference is
+  more than ten times what the float64 result moves when every input value moves by 1e-5 of
+  itself: the arithmetic is stable and the culprit alone changed it.
 * **nearer float64** — the culprit's output agrees with the float64 result: the culprit is the
   more exact. Not a bug.
 * **ill-conditioned** — ``expected.npy`` is itself off the float64 result, or the culprit's
@@ -21,7 +22,8 @@ pipeline gave before the culprit step) and, for a generated PyTorch model, the m
 * **not reproduced**, **cannot judge** — ``repro.py`` no longer shows it, or there is no model in
   float64 to judge against (a Keras-sourced bundle) or it failed.
 
-Run with fuzzconv's venv (numpy, torch, onnxruntime); ``repro.py`` runs in a child process.
+Run with fuzzconv's venv (its oracle, numpy, torch, onnxruntime); ``repro.py`` runs in a child
+process.
 """
 
 from __future__ import annotations
@@ -35,11 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from fuzzconv.oracle import compare, judge
+
 REAL = ("fails", "differs, well conditioned")
 VERDICTS = (*REAL, "nearer float64", "ill-conditioned", "not reproduced", "cannot judge")
-#: fuzzconv's oracle defaults: a divergence is a changed top-1 label, or a logit difference
-#: over ``ATOL`` that is also over ``RTOL`` of the reference's range.
-ATOL, RTOL = 1e-2, 1e-3
 SECONDS = 600
 #: The conditioning test: the float64 result on ``NOISY_RUNS`` copies of the inputs, each value
 #: moved by ``NOISE`` of itself (over 100 times float32's rounding); the culprit's difference must
@@ -47,16 +48,11 @@ SECONDS = 600
 NOISE, NOISY_RUNS, MARGIN = 1e-5, 4, 10.0
 
 
-def diverges(ref: np.ndarray, out: np.ndarray, atol: float = ATOL, rtol: float = RTOL) -> bool:
-    """fuzzconv's oracle on two logit arrays (images × classes)."""
+def diverges(ref: np.ndarray, out: np.ndarray) -> bool:
+    """fuzzconv's own oracle, at its default thresholds, on two logit arrays (images x classes):
+    a label flip (ties aside), NaN, or a numeric difference."""
     ref, out = np.asarray(ref, np.float64), np.asarray(out, np.float64)
-    if ref.shape != out.shape or not np.isfinite(out).all():
-        return True
-    if (ref.argmax(axis=1) != out.argmax(axis=1)).any():
-        return True
-    diff = float(np.abs(ref - out).max())
-    span = float(ref.max() - ref.min()) or 1.0
-    return diff > atol and diff / span > rtol
+    return ref.shape != out.shape or judge(compare(ref, out)) is not None
 
 
 def float64_logits(bundle: Path, noise: float = 0.0, seed: int = 0) -> np.ndarray | None:

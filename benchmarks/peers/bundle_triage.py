@@ -63,10 +63,9 @@ def float64_logits(bundle: Path, noise: float = 0.0, seed: int = 0) -> np.ndarra
         return None
     import torch
 
-    # every cast back to float32 (after integer arithmetic or a comparison) raised to double too
+    # the generated model's casts back from integers and booleans follow its input's type
     namespace: dict[str, Any] = {"__name__": f"bundle_model_{bundle.name}"}
-    exec(compile(source.read_text().replace(".float()", ".double()"), str(source), "exec"),
-         namespace)
+    exec(compile(source.read_text(), str(source), "exec"), namespace)
     model = namespace["Model"]()
     with np.load(bundle / "model" / "weights.npz", allow_pickle=False) as w:
         model.load_state_dict({k: torch.from_numpy(w[k]) for k in w.files})

@@ -243,7 +243,7 @@ def _t_compare(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
         return [], fwd + [f"t{i} = torch.where(t{i}c, {x}, {x} * 0.5)"]
     if then == "mask":
         return [], fwd + [f"t{i} = {x} * t{i}c.to({x}.dtype)"]
-    return [], fwd + [f"t{i} = t{i}c.float()"]
+    return [], fwd + [f"t{i} = t{i}c.to({x}.dtype)"]
 
 
 def _t_integer(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
@@ -253,7 +253,7 @@ def _t_integer(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:
     if op != "none":
         fn = "torch.floor_divide" if op == "floordiv" else "torch.remainder"
         fwd.append(f"t{i}q = {fn}(t{i}q, {as_int(a['divisor'])})")
-    return [], fwd + [f"t{i} = t{i}q.float()"]
+    return [], fwd + [f"t{i} = t{i}q.to({x}.dtype)"]
 
 
 def _t_cumsum(i: int, a: dict[str, Any], x: str, s: dict[str, Any]) -> Lines:

@@ -37,9 +37,10 @@ def _bundle(tmp: Path, layers: list[tuple[str, dict]], answer, symptom: str = "n
         spec = spec.insert(len(spec.layers), Layer.make(kind, attrs, len(spec.layers), "torch"))
     d = tmp / "B"
     (d / "model").mkdir(parents=True)
-    (d / "model" / "model.py").write_text(render_torch(spec.annotated()))
+    source = render_torch(spec.annotated())
+    (d / "model" / "model.py").write_text(source)
     ns: dict = {}
-    exec(render_torch(spec.annotated()), ns)
+    exec(source, ns)
     torch.manual_seed(0)
     model = ns["Model"]().eval()
     np.savez(d / "model" / "weights.npz",
@@ -99,7 +100,7 @@ def test_a_floor_at_the_boundaries_of_its_inputs_is_ill_conditioned(tmp_path):
 
 
 def test_casts_back_to_float_are_raised_to_double_too(tmp_path):
-    # integer arithmetic casts back with .float(): the float64 model must not stop there
+    # integer arithmetic casts back to its input's type: the float64 model stays float64
     d, expected = _bundle(tmp_path, [("integer", {"scale": 10.0})], lambda e: e + 5.0)
     assert tri.float64_logits(d).dtype == np.float64
     assert tri.judge_bundle(d)["verdict"] == "differs, well conditioned"

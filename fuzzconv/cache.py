@@ -13,6 +13,12 @@ wins and the later ones discard their copy, so an entry never changes under a pr
 Only a deliberate rebuild replaces an entry: one begun while the entry already existed, which is
 what a cold re-run (``Executor.evaluate(cold=True)``) and a timing re-run do. The cache is capped;
 the least recently used entries go first.
+
+Keeping to the cap does not walk the whole cache on every commit (a generated-model hunt commits
+several entries a second, and a walk of a few ten thousand files took most of its time): a commit
+adds its entry's size to a running total, and the cache is walked again only when that total
+passes the cap, or when the last walk is old enough that other processes sharing the cache may
+have added to it (at least a minute, and at least a hundred times as long as the walk took).
 """
 
 from __future__ import annotations
@@ -27,6 +33,13 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_CAP_BYTES = 20 * 1024**3
+#: The shortest time between two walks of the cache that no commit's total asked for.
+RESCAN_SECONDS = 60.0
+
+
+def tree_size(path: Path) -> int:
+    """Bytes in the files under ``path``."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def cache_home() -> Path:
@@ -50,6 +63,11 @@ class Cache:
         self.misses = 0
         # Temporary directories begun while their entry existed: rebuilds that replace it.
         self._rebuilding: set[Path] = set()
+        # Bytes in the cache as of the last walk, plus what this process committed since
+        # (None until the first walk); when the walk was, and how long it took.
+        self._total: int | None = None
+        self._walked_at = 0.0
+        self._walk_seconds = 0.0
         (self.root / "artifacts").mkdir(parents=True, exist_ok=True)
         (self.root / "outputs").mkdir(parents=True, exist_ok=True)
 
@@ -108,8 +126,18 @@ class Cache:
             if not (final / "meta.json").exists():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
-        self.evict()
+        self._grew(final)
         return final
+
+    def _grew(self, entry: Path) -> None:
+        """Count a committed entry; walk and evict only when the count says so (module docstring)."""
+        stale = time.monotonic() - self._walked_at > max(RESCAN_SECONDS, 100 * self._walk_seconds)
+        if self._total is None or stale:
+            self.evict()
+            return
+        self._total += tree_size(entry)
+        if self._total > self.cap_bytes:
+            self.evict()
 
     def _set_aside(self, kind: str, final: Path) -> None:
         """Rename an entry out of the way, then delete it: readers never see it half-deleted."""
@@ -125,16 +153,21 @@ class Cache:
 
     # -- size cap ----------------------------------------------------------------------------
     def size(self) -> int:
-        return sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file())
+        return tree_size(self.root)
 
     def evict(self) -> int:
-        """Remove least recently used entries until the cache fits its cap. Returns bytes freed."""
+        """Walk the cache and remove least recently used entries until it fits its cap.
+        Returns bytes freed."""
+        began = time.monotonic()
         entries = []
         total = 0
         for kind in ("artifacts", "outputs"):
             for d in (self.root / kind).glob("??/*"):
-                sz = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
-                entries.append((d.stat().st_mtime, sz, d))
+                try:
+                    sz = tree_size(d)
+                    entries.append((d.stat().st_mtime, sz, d))
+                except FileNotFoundError:  # evicted or set aside by another process meanwhile
+                    continue
                 total += sz
         freed = 0
         for _mtime, sz, d in sorted(entries):
@@ -142,4 +175,7 @@ class Cache:
                 break
             shutil.rmtree(d, ignore_errors=True)
             freed += sz
+        self._total = total - freed
+        self._walked_at = time.monotonic()
+        self._walk_seconds = self._walked_at - began
         return freed

@@ -89,7 +89,7 @@ class Corpus:
         for name, path in zip(self.names, self.paths):
             h.update(name.encode())
             h.update(b"\0")
-            h.update(hashlib.sha256(Path(path).read_bytes()).digest())
+            h.update(_file_digest(Path(path)))
         return h.hexdigest()
 
     def load_inputs(self, spec: ModelSpec) -> np.ndarray:
@@ -125,14 +125,39 @@ def select(images: str | os.PathLike[str] | None = None, limit: int | None = Non
     return corpus
 
 
+#: What this process learnt of each image file, by (path, size, modification time): whether it
+#: decodes, and its sha256. A generated-model hunt builds a model every few seconds, and each
+#: asks again for the calibration images and for a corpus's digest.
+_DECODED: dict[tuple[str, int, int], bool] = {}
+_DIGESTS: dict[tuple[str, int, int], bytes] = {}
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path), st.st_size, st.st_mtime_ns
+
+
+def _file_digest(path: Path) -> bytes:
+    key = _file_key(path)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = hashlib.sha256(path.read_bytes()).digest()
+    return _DIGESTS[key]
+
+
 def _readable(path: Path) -> bool:
     # Image.open only reads the header; load() decodes, which is what finds truncated files.
     try:
-        with Image.open(path) as img:
-            img.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        key = _file_key(path)
+    except OSError:
         return False
-    return True
+    if key not in _DECODED:
+        try:
+            with Image.open(path) as img:
+                img.load()
+            _DECODED[key] = True
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            _DECODED[key] = False
+    return _DECODED[key]
 
 
 def _keep_readable(paths: list[Path], where: Path) -> tuple[list[Path], int]:

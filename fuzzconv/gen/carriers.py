@@ -20,6 +20,8 @@ never a finding.
 
 from __future__ import annotations
 
+import functools
+
 import json
 import re
 from dataclasses import dataclass, field
@@ -176,10 +178,12 @@ def refusal(failure: dict[str, Any] | None) -> str | None:
     return None
 
 
-def limits_of(spec: GenSpec) -> list[tuple[int, Limit]]:
-    """The limits that apply to a model: (1-based layer number, limit)."""
-    return [(i, lim) for i, layer in enumerate(spec.layers, 1) for lim in LIMITS
-            if lim.holds(layer.kind, layer.attrs, spec.framework)]
+@functools.lru_cache(maxsize=1024)
+def limits_of(spec: GenSpec) -> tuple[tuple[int, Limit], ...]:
+    """The limits that apply to a model: (1-based layer number, limit). Remembered per spec:
+    a hunt asks this of every pipeline it considers for a model."""
+    return tuple((i, lim) for i, layer in enumerate(spec.layers, 1) for lim in LIMITS
+                 if lim.holds(layer.kind, layer.attrs, spec.framework))
 
 
 def carries(spec: GenSpec | None, elements: Iterable[Any]) -> str | None:

@@ -6,10 +6,14 @@ atol 1e-3, and any exception; it does not say whose the difference is. Here each
 (all graph optimisations, as NNSmith ran it) and in onnx's own reference evaluator
 (``onnx.reference``, the operators' specification in numpy), and judged:
 
-* **ORT alone differs** — the reference agrees with PyTorch, ONNX Runtime with neither, and
-  the reference at the model's own precision is on the float64 result (below) where ONNX
-  Runtime is not: the computation is well conditioned and ONNX Runtime alone is off, a
-  candidate ONNX Runtime bug.
+* **ORT alone differs** — the reference agrees with PyTorch, ONNX Runtime with neither, the
+  reference at the model's own precision is on the float64 result (below) where ONNX Runtime is
+  not, and ONNX Runtime's difference is more than ten times what the float64 result moves when
+  every floating input value moves by 1e-5 of itself (the conditioning test fuzzconv's bundles
+  get in ``bundle_triage.py``): the computation is well conditioned and ONNX Runtime alone is
+  off, a candidate ONNX Runtime bug.
+* **ill-conditioned** — as above, but within ten times that input noise: an argmax tie, a cast
+  or comparison right at a boundary. Undecided, and not counted as real.
 * **ORT follows the ONNX reference** — the difference is PyTorch's semantics against the ONNX
   operator's (a float16 rounding, a cast of an out-of-range value, a tie): not a runtime bug.
 * **ORT nearer float64** — ONNX Runtime differs from both, but the same model computed in float64
@@ -50,8 +54,12 @@ MEMORY_BYTES, SECONDS = 4 * 2**30, 120
 
 REAL = ("ORT alone differs", "ORT fails")
 VERDICTS = ("ORT alone differs", "ORT fails", "ORT follows the ONNX reference",
-            "ORT nearer float64", "all three differ", "invalid model", "not reproduced",
-            "cannot judge")
+            "ORT nearer float64", "ill-conditioned", "all three differ", "invalid model",
+            "not reproduced", "cannot judge")
+#: The conditioning test, as in bundle_triage.py: the float64 result on ``NOISY_RUNS`` copies
+#: of the inputs, each floating value moved by ``NOISE`` of itself; ONNX Runtime's difference
+#: must exceed ``MARGIN`` times the most that moved it.
+NOISE, NOISY_RUNS, MARGIN = 1e-5, 4, 10.0
 
 
 def _close(a: Any, b: Any) -> bool:
@@ -124,6 +132,26 @@ def _float64_result(model: onnx.ModelProto, inputs: dict[str, Any], out: str) ->
         return None
 
 
+def _conditioning(model: onnx.ModelProto, inputs: dict[str, Any], out: str, got: Any,
+                  truth: Any) -> tuple[float, float]:
+    """How far ONNX Runtime's output is off the float64 result, and the most the float64 result
+    moves when every floating input value moves by ``NOISE`` of itself (integer and boolean
+    inputs stay as they are)."""
+    truth = np.asarray(truth, np.float64)
+    off = float(np.abs(np.nan_to_num(np.asarray(got, np.float64), nan=np.inf) - truth).max())
+    spread = 0.0
+    for seed in range(NOISY_RUNS):
+        rng = np.random.default_rng(seed)
+        # in float64, where the model is computed: a float16 input could not hold the noise
+        noisy = {k: (np.asarray(v, np.float64) * (1 + NOISE * rng.standard_normal(np.shape(v)))
+                     if np.asarray(v).dtype.kind == "f" else v) for k, v in inputs.items()}
+        moved = _float64_result(model, noisy, out)
+        if moved is not None and np.shape(moved) == truth.shape:
+            spread = max(spread, float(np.nan_to_num(
+                np.abs(np.asarray(moved, np.float64) - truth), nan=np.inf).max()))
+    return off, spread
+
+
 def judge(bug: Path) -> dict[str, Any]:
     """The verdict on one NNSmith bug directory, with the output it is about."""
     model = bug / "model.onnx"
@@ -159,6 +187,10 @@ def judge(bug: Path) -> dict[str, Any]:
         verdict, why = "ORT nearer float64", ""
     elif _close(expected[out], ref[out]) and _misses(ref[out], truth) == 0:
         verdict, why = "ORT alone differs", "; PyTorch and the reference are on float64's"
+        off, spread = _conditioning(m, inputs, out, got[out], truth)
+        why += f"; ORT off by {off:.3g}, float64 moves by {spread:.3g} under input noise"
+        if off <= MARGIN * spread:
+            verdict = "ill-conditioned"
     else:
         verdict, why = "all three differ", "; the reference is off float64 too (ill-conditioned)"
     return {"verdict": verdict, "why": f"output {out}{why}"}
@@ -218,7 +250,9 @@ def triage_text(tri: dict[str, Any]) -> str:
             "saved model run again in ONNX Runtime, in onnx's reference evaluator (the operators' "
             "specification), and, raised to float64, in the reference evaluator again. A bucket "
             "is real when ONNX Runtime fails on a model the ONNX checker accepts, or is off a "
-            "float64 result that PyTorch and the reference both meet; \"ORT nearer float64\" means "
+            "float64 result that PyTorch and the reference both meet, by more than ten times what "
+            "1e-5 relative input noise moves that result (the conditioning test fuzzconv's "
+            "bundles get; within it, \"ill-conditioned\"); \"ORT nearer float64\" means "
             "ONNX Runtime rounded less often (float16 operators evidently computed in float32) "
             f"and is the more exact of the two. Buckets: {counts}.")
 

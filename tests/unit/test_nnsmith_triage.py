@@ -68,6 +68,22 @@ def test_a_difference_only_onnx_runtime_makes_is_a_candidate_bug(tmp_path, monke
     assert tri.judge(bug)["verdict"] == "ORT alone differs"
 
 
+def test_a_difference_at_a_boundary_is_ill_conditioned_not_a_bug(tmp_path, monkeypatch):
+    # Floor of whole numbers: PyTorch and the reference agree, a runtime one lower at each is off
+    # by 1 -- and so is the float64 result when the inputs move by 1e-5 of themselves
+    x = np.arange(1, 65).astype(np.float32)
+    bug = _bug(tmp_path, "bug-edge", _chain(["Floor"], TensorProto.FLOAT), x, x)
+    monkeypatch.setattr(tri, "_ort", lambda model, inputs: {"y0": x - 1})
+    v = tri.judge(bug)
+    assert v["verdict"] == "ill-conditioned", v
+    assert "moves by 1" in v["why"]
+    # the same runtime answer away from the boundary is off well beyond what noise does
+    mid = x + 0.5
+    bug = _bug(tmp_path, "bug-mid", _chain(["Floor"], TensorProto.FLOAT), mid, x)
+    monkeypatch.setattr(tri, "_ort", lambda model, inputs: {"y0": x - 1})
+    assert tri.judge(bug)["verdict"] == "ORT alone differs"
+
+
 def test_a_difference_in_pytorchs_semantics_follows_the_onnx_reference(tmp_path):
     # the reference and ONNX Runtime agree; the oracle says something else
     x = np.linspace(0.1, 2, 64).astype(np.float32)

@@ -39,7 +39,6 @@ def models(
         return
     names = [n.strip() for n in only.split(",")] if only else list(MODELS) + list(FAMILIES)
     if any(n.startswith("gen:") and n not in FAMILIES for n in names):
-        from ..session import check_store
         from ..store import stored_spec
         from functools import partial
         from ..gen import catalog

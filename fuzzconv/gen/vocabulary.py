@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import shapes
-from .shapes import Invalid, Shape
+from .shapes import Invalid, Shape  # noqa: F401 - Invalid is used through this module
 
 FRAMEWORKS = ("keras", "torch")
 

@@ -48,6 +48,9 @@ import onnx
 from onnx import AttributeProto, TensorProto, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+# the conditioning test fuzzconv's bundles get, with its one setting (beside this file)
+from bundle_triage import MARGIN, NOISE, NOISY_RUNS
+
 RTOL, ATOL = 1e-2, 1e-3  # NNSmith's
 #: What one judgement may take: a few of NNSmith's models expand to tens of GB in float64.
 MEMORY_BYTES, SECONDS = 4 * 2**30, 120
@@ -56,10 +59,6 @@ REAL = ("ORT alone differs", "ORT fails")
 VERDICTS = ("ORT alone differs", "ORT fails", "ORT follows the ONNX reference",
             "ORT nearer float64", "ill-conditioned", "all three differ", "invalid model",
             "not reproduced", "cannot judge")
-#: The conditioning test, as in bundle_triage.py: the float64 result on ``NOISY_RUNS`` copies
-#: of the inputs, each floating value moved by ``NOISE`` of itself; ONNX Runtime's difference
-#: must exceed ``MARGIN`` times the most that moved it.
-NOISE, NOISY_RUNS, MARGIN = 1e-5, 4, 10.0
 
 
 def _close(a: Any, b: Any) -> bool:
